@@ -1,0 +1,149 @@
+"""The ``rerank`` command: thin Typer commands over the library.
+
+Imports of anything heavy happen inside the commands, so ``rerank --help`` and ``rerank eval``
+start fast. Every ``UserError`` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rerankcli import __version__
+from rerankcli.errors import UserError
+
+app = typer.Typer(
+    help="Retrieval and reranking pipelines declared in YAML; TREC runs in, TREC runs out.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"rerank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version,
+                                                     is_eager=True, help="Print the version.")] = None,
+) -> None:
+    """rerank: retrieve, rerank, evaluate."""
+
+
+@app.command("run")
+def run_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    force: Annotated[Optional[list[str]], typer.Option(
+        "--force", help="Recompute STAGE (repeatable); '--force all' recomputes every stage.",
+        metavar="STAGE")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="Cache folder (default: pipeline 'cache:', $RERANK_CACHE_DIR, "
+                            "~/.cache/rerankcli).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run a pipeline: each stage's run is cached; unchanged stages are reused."""
+    from rerankcli.config import load_pipeline
+    from rerankcli.pipeline import Runner
+
+    config = load_pipeline(pipeline)
+    wanted = {"*" if name == "all" else name for name in force or []}
+    log = (lambda message: None) if quiet else None
+    runner = Runner(config, cache_dir, wanted, show_progress=not quiet,
+                    **({"log": log} if log else {}))
+    report = runner.run()
+    fresh = sum(not s.cached for s in report.stages)
+    print(f"{len(report.stages)} stages ({fresh} computed, {len(report.stages) - fresh} cached); "
+          f"outputs in {config.output}", file=sys.stderr)
+
+
+@app.command("validate")
+def validate_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+) -> None:
+    """Check a pipeline without running it: fields, inputs, files, models; show what is cached."""
+    from rerankcli.config import load_pipeline
+    from rerankcli.pipeline import Runner
+
+    config = load_pipeline(pipeline)
+    runner = Runner(config, cache_dir, show_progress=False)
+    keys = runner.plan()
+    for stage in config.stages:
+        key = keys[stage.name][0]
+        reads = ", ".join(config.inputs[stage.name]) or "-"
+        state = "cached" if runner.cached(key) else "to run"
+        print(f"{stage.name:<16} {stage.type:<9} reads {reads:<24} {state:<7} {key[:12]}")
+    print(f"{pipeline}: valid ({len(config.stages)} stages)")
+
+
+@app.command("eval")
+def eval_command(
+    runs: Annotated[list[Path], typer.Argument(help="TREC run files.")],
+    qrels: Annotated[Path, typer.Option("--qrels", help="Qrels (TREC or BEIR TSV).")],
+    metric: Annotated[Optional[list[str]], typer.Option(
+        "--metric", "-m", help="Metric (repeatable): ndcg@10, mrr@10, recall@100, map, p@10, ...")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    relevance_level: Annotated[int, typer.Option(
+        "--relevance-level", "-l", help="Judgement >= this is relevant (binary metrics), as trec_eval -l.")] = 1,
+    missing: Annotated[str, typer.Option(
+        help="Judged queries absent from a run: 'skip' (trec_eval) or 'zero' (trec_eval -c).")] = "skip",
+) -> None:
+    """Evaluate run files; numbers equal trec_eval's."""
+    from rerankcli.data.formats import read_qrels
+    from rerankcli.evaluate.metrics import evaluate, parse_metric
+    from rerankcli.evaluate.report import render
+    from rerankcli.runs import read_run
+
+    metrics = [parse_metric(m) for m in (metric or ["ndcg@10", "mrr@10", "recall@100", "map"])]
+    judgements = read_qrels(qrels)
+    rows = {}
+    for path in runs:
+        result = evaluate(read_run(path), judgements, metrics, relevance_level, missing)
+        if result.queries == 0:
+            raise UserError(f"{path}: no query of the run is in {qrels}")
+        rows[_unique_name(path, rows)] = result.means
+    sys.stdout.write(render(rows, fmt.value))
+
+
+def _unique_name(path: Path, taken: dict) -> str:
+    name = path.name
+    return name if name not in taken else str(path)
+
+
+def main() -> None:
+    """Entry point: one line and exit 2 for user errors, never a traceback for them."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

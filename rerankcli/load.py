@@ -1,0 +1,72 @@
+"""``type: load``: start a pipeline from an existing TREC run file (any system's output)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import ValidationInfo, field_validator
+
+from rerankcli.errors import UserError, where
+from rerankcli.hashing import file_digest
+from rerankcli.runs import Run, read_run
+from rerankcli.stage import Context, StageConfig, StageOutput
+
+
+def resolve_existing(value: Path, info: ValidationInfo, what: str) -> Path:
+    """Make a path absolute against the pipeline's folder and require the file to exist."""
+    base = (info.context or {}).get("base_dir", Path.cwd())
+    path = (Path(base) / value).resolve()
+    if not path.is_file():
+        raise ValueError(f"{what} not found: {path}")
+    return path
+
+
+class LoadStage(StageConfig):
+    """Read a run file; optionally keep its top ``k`` per query."""
+
+    type: Literal["load"]
+    run: Path
+    k: int | None = None
+
+    reads: ClassVar = "none"
+
+    @field_validator("run")
+    @classmethod
+    def _exists(cls, value: Path, info: ValidationInfo) -> Path:
+        return resolve_existing(value, info, "run file")
+
+    @field_validator("k")
+    @classmethod
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("k must be at least 1")
+        return value
+
+    def identity(self) -> dict[str, Any]:
+        return {"type": "load", "k": self.k}  # the file's content, not its path, is the identity
+
+    def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        return {"run": file_digest(self.run)}
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        run = read_run(self.run)
+        if ctx.dataset.has("queries"):
+            check_queries_known(run, set(ctx.dataset.all_queries()), self.run)
+        if self.k is not None:
+            run = run.top(self.k)
+        return StageOutput(run=run, details={"source": str(self.run)})
+
+
+def check_queries_known(run: Run, known: set[str], path: Path) -> None:
+    """Stop on the first run line whose query is not in the dataset's queries."""
+    unknown = set(run.scores) - known
+    if not unknown:
+        return
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if fields and fields[0] in unknown:
+                raise UserError(
+                    f"{where(path, number)}: query {fields[0]!r} is not in the dataset's queries"
+                )

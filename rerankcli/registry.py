@@ -1,0 +1,22 @@
+"""The one map from YAML ``type:``/``method:`` names to stage classes.
+
+Adding a stage or a method is one class and one line here. Stage modules import their heavy
+libraries (bm25s, torch, ...) inside ``execute``, so importing this registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from rerankcli.evaluate.stage import EvaluateStage
+from rerankcli.retrieve.bm25 import BM25Stage
+from rerankcli.retrieve.dense import DenseStage
+from rerankcli.retrieve.fusion import FuseStage
+from rerankcli.load import LoadStage
+from rerankcli.stage import StageConfig
+
+#: type -> class, or type -> {method -> class} when the type has several methods
+STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
+    "retrieve": {"bm25": BM25Stage, "dense": DenseStage},
+    "fuse": FuseStage,
+    "load": LoadStage,
+    "evaluate": EvaluateStage,
+}

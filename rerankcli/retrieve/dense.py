@@ -1,0 +1,129 @@
+"""``type: retrieve, method: dense``: bi-encoder retrieval with sentence-transformers.
+
+Documents (title + text) and queries are encoded in batches with normalised embeddings and
+searched exactly by inner product. Corpus embeddings are cached on disk by (model content,
+corpus content, encoding settings, library versions): changing ``k`` or the queries re-uses
+them. torch and sentence-transformers are imported only when the stage runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from rerankcli.hashing import text_digest
+from rerankcli.models import local_model_path, resolve_model
+from rerankcli.progress import Progress
+from rerankcli.runs import Run
+from rerankcli.stage import Context, StageConfig, StageOutput, versions
+
+LIBRARIES = ("sentence-transformers", "transformers", "torch", "numpy")
+
+
+class DenseStage(StageConfig):
+    """Exact inner-product search over sentence-transformers embeddings."""
+
+    type: Literal["retrieve"]
+    method: Literal["dense"]
+    model: str
+    revision: str | None = None
+    k: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_length: int | None = Field(None, ge=8, description="tokens; default: the model's")
+    query_prefix: str = ""
+    document_prefix: str = ""
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, mps; default: best available")
+    trust_remote_code: bool = False
+
+    reads: ClassVar = "none"
+    needs: ClassVar = frozenset({"corpus", "queries"})
+
+    def identity(self) -> dict[str, Any]:
+        # the model's content digest stands in for its spec; batch size and device do not
+        # change which documents are retrieved beyond float noise
+        return {**super().identity(), "model": None, "batch_size": None, "device": None}
+
+    def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        model = resolve_model(self.model, ctx.base_dir, self.revision)
+        return {
+            "model": model.identity,
+            "corpus": ctx.dataset.fingerprint("corpus"),
+            "queries": ctx.dataset.fingerprint("queries"),
+            "versions": versions(*LIBRARIES),
+        }
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        resolved = resolve_model(self.model, ctx.base_dir, self.revision)
+        encoder = _load_encoder(resolved, self)
+        corpus = ctx.dataset.corpus()
+        embeddings, cached = self._corpus_embeddings(ctx, encoder, resolved.identity, corpus)
+        queries = ctx.dataset.queries()
+        qids = list(queries)
+        query_vectors = encoder.encode(
+            [self.query_prefix + queries[q] for q in qids], batch_size=self.batch_size,
+            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
+        ).astype(np.float32)
+        run = exact_search(query_vectors, embeddings, qids, corpus.ids, min(self.k, len(corpus)))
+        return StageOutput(run=run, details={
+            "model": resolved.manifest(), "embeddings_cached": cached,
+            "dimension": int(embeddings.shape[1]), "documents": len(corpus),
+            "device": str(encoder.device), "max_length": encoder.max_seq_length,
+        })
+
+    def _corpus_embeddings(self, ctx, encoder, model_identity: str, corpus) -> tuple[np.ndarray, bool]:
+        key = text_digest(json.dumps({
+            "model": model_identity, "corpus": ctx.dataset.fingerprint("corpus"),
+            "max_length": encoder.max_seq_length, "prefix": self.document_prefix,
+            "versions": versions(*LIBRARIES),
+        }, sort_keys=True))
+        folder = ctx.store.artifact_dir("dense-embeddings", key)
+        if (folder / "embeddings.npy").is_file():
+            return np.load(folder / "embeddings.npy"), True
+        texts = [self.document_prefix + corpus.contents(i) for i in range(len(corpus))]
+        progress = Progress(f"encode corpus ({self.model})", len(texts), ctx.show_progress)
+        parts = []
+        for start in range(0, len(texts), 1024):
+            chunk = texts[start:start + 1024]
+            parts.append(encoder.encode(
+                chunk, batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            ).astype(np.float32))
+            progress.update(len(chunk))
+        progress.close()
+        embeddings = np.concatenate(parts)
+        staging = ctx.store.staging()
+        np.save(staging / "embeddings.npy", embeddings)
+        ctx.store.publish(staging, folder)
+        return embeddings, False
+
+
+def _load_encoder(resolved, stage: DenseStage):
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress line covers encoding
+
+    encoder = SentenceTransformer(
+        str(local_model_path(resolved)), device=stage.device,
+        trust_remote_code=stage.trust_remote_code,
+    )
+    if stage.max_length is not None:
+        encoder.max_seq_length = stage.max_length
+    return encoder
+
+
+def exact_search(queries: np.ndarray, docs: np.ndarray, qids: list[str], docids: list[str],
+                 k: int, block: int = 256) -> Run:
+    """Top-``k`` documents by inner product for each query, in blocks to bound memory."""
+    run = Run()
+    for start in range(0, len(qids), block):
+        scores = queries[start:start + block] @ docs.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < docs.shape[0] else \
+            np.tile(np.arange(docs.shape[0]), (scores.shape[0], 1))
+        for row, qid in enumerate(qids[start:start + block]):
+            for i in top[row]:
+                run.add(qid, docids[i], float(scores[row, i]))
+    return run

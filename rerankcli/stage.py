@@ -1,0 +1,110 @@
+"""What every pipeline stage is: a pydantic config that knows how to fingerprint and run itself.
+
+A stage's config is its contract: the YAML mapping is validated into the stage's own model
+before anything runs. The pipeline hashes ``identity()`` (the config without names), the keys
+of the input stages and ``fingerprint()`` (data files, models and library versions) into the
+stage key under which its output is cached.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from rerankcli.runs import Run
+
+if TYPE_CHECKING:
+    from rerankcli.data.dataset import Dataset
+    from rerankcli.store import Store
+
+STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def versions(*distributions: str) -> dict[str, str]:
+    """Installed versions of the named distributions (never imports them: stays fast)."""
+    found = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for name in distributions:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+@dataclass
+class Context:
+    """What a running stage may use: the dataset, the store for artefacts, a logger."""
+
+    dataset: Dataset
+    store: Store
+    base_dir: Path
+    log: Callable[[str], None] = print
+    show_progress: bool = True
+
+
+@dataclass
+class StageOutput:
+    """A stage's result: a run (most stages) or metrics (evaluate), and manifest details."""
+
+    run: Run | None = None
+    metrics: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class StageConfig(BaseModel):
+    """Fields shared by every stage; subclasses add their parameters and behaviour."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: str
+    input: str | None = None
+    inputs: list[str] | None = None
+
+    #: how many input runs the stage reads: "none" (retrieve, load), "one", or "many"
+    reads: ClassVar[Literal["none", "one", "many"]] = "one"
+    #: what the stage writes: a TREC run, or metrics (evaluate)
+    produces: ClassVar[Literal["run", "metrics"]] = "run"
+    #: which parts of the dataset the stage needs: subset of {"corpus", "queries", "qrels"}
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_name(cls, value: str) -> str:
+        if not STAGE_NAME.match(value):
+            raise ValueError("stage names are letters, digits, '_', '.' and '-' (they name files)")
+        return value
+
+    @model_validator(mode="after")
+    def _input_or_inputs(self) -> StageConfig:
+        if self.input is not None and self.inputs is not None:
+            raise ValueError("give either 'input' or 'inputs', not both")
+        if self.reads == "none" and (self.input is not None or self.inputs):
+            raise ValueError(f"a '{self.type}' stage reads no input run")
+        if self.reads == "one" and self.inputs is not None and len(self.inputs) != 1:
+            raise ValueError(f"a '{self.type}' stage reads exactly one input run; use 'input'")
+        return self
+
+    def input_names(self) -> list[str] | None:
+        """The stages named as inputs, or None to read the previous stage."""
+        if self.input is not None:
+            return [self.input]
+        return list(self.inputs) if self.inputs is not None else None
+
+    def identity(self) -> dict[str, Any]:
+        """The config that determines the output: everything but names and wiring."""
+        return self.model_dump(mode="json", exclude={"name", "input", "inputs"})
+
+    def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        """Data, models and versions that determine the output besides the config."""
+        return {}
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        raise NotImplementedError

@@ -1,0 +1,63 @@
+"""Content-addressed cache of stage outputs and artefacts (indexes, embeddings).
+
+Layout under the cache folder:
+  stages/<key>/run.trec | metrics.json, manifest.json   one folder per stage key
+  artifacts/<kind>/<key>/...                             e.g. a BM25 index, corpus embeddings
+  tmp/                                                   staging, renamed into place when complete
+An entry exists only once its folder is renamed into place, so a crash leaves no entry
+that looks complete, and two processes computing the same key cannot corrupt it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rerankcli.atomic import publish_dir
+from rerankcli.hashing import use_memo
+
+
+def default_cache_dir() -> Path:
+    """``$RERANK_CACHE_DIR``, else ``$XDG_CACHE_HOME/rerankcli``, else ``~/.cache/rerankcli``."""
+    if os.environ.get("RERANK_CACHE_DIR"):
+        return Path(os.environ["RERANK_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "rerankcli"
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        use_memo(root / "file-digests.json")
+
+    def stage_dir(self, key: str) -> Path:
+        return self.root / "stages" / key
+
+    def has_stage(self, key: str) -> bool:
+        return (self.stage_dir(key) / "manifest.json").is_file()
+
+    def artifact_dir(self, kind: str, key: str) -> Path:
+        return self.root / "artifacts" / kind / key
+
+    def staging(self) -> Path:
+        """A fresh private folder to write an entry into before publishing it."""
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix="entry-", dir=self.root / "tmp"))
+
+    def publish(self, staging: Path, final: Path) -> Path:
+        """Rename ``staging`` to ``final``; if ``final`` exists (another writer), keep that."""
+        if final.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            publish_dir(staging, final)
+        return final
+
+    def replace(self, staging: Path, final: Path) -> Path:
+        """Publish ``staging`` over an existing entry (``--force``): old entry moved aside first."""
+        if final.exists():
+            trash = Path(tempfile.mkdtemp(prefix="old-", dir=self.root / "tmp"))
+            os.rename(final, trash / "entry")
+            shutil.rmtree(trash, ignore_errors=True)
+        return self.publish(staging, final)
