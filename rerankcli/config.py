@@ -6,6 +6,7 @@ field, e.g. ``p.yaml:7: stage 'bm25' (stages[0]): field 'k': Input should be a v
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,19 @@ class Pipeline(BaseModel):
     inputs: dict[str, list[str]]  # stage -> names of the stages it reads
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _first_error(exc: ValidationError) -> dict[str, Any]:
+    """The error to show: a misspelt field explains a "missing" one, so unknown fields first."""
+    errors = exc.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def _describe(error: dict[str, Any], model: type[BaseModel] | None = None) -> str:
     loc = [part for part in error["loc"] if not isinstance(part, int)]
     field = ".".join(str(part) for part in loc)
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown field '{field}'"
+        close = difflib.get_close_matches(field, list(model.model_fields), n=1) if model else []
+        return f"unknown field '{field}'" + (f" (did you mean '{close[0]}'?)" if close else "")
     if kind == "missing":
         return f"missing required field '{field}'"
     message = error["msg"].removeprefix("Value error, ")
@@ -84,8 +92,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
     try:
         top = PipelineFile.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        raise _fail(path, lines, tuple(error["loc"]), _describe(error)) from None
+        error = _first_error(exc)
+        raise _fail(path, lines, tuple(error["loc"]), _describe(error, PipelineFile)) from None
     base = path.resolve().parent
     stages: list[StageConfig] = []
     for index, raw in enumerate(top.stages):
@@ -98,8 +106,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
         try:
             stages.append(cls.model_validate(raw, context={"base_dir": base}))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            raise fail(tuple(error["loc"]), f"{label}: {_describe(error)}") from None
+            error = _first_error(exc)
+            raise fail(tuple(error["loc"]), f"{label}: {_describe(error, cls)}") from None
     if not stages:
         raise _fail(path, lines, ("stages",), "the pipeline has no stages")
     inputs = _wire(stages, lambda i, loc, msg: _fail(path, lines, ("stages", i) + loc, msg))
