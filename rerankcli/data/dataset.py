@@ -75,6 +75,9 @@ class Dataset:
     def fingerprint(self, part: str) -> str:
         """Content identity of one part; queries also depend on the query set and qrels."""
         if self.config.irds is not None:
+            from rerankcli.data.irds import irds_dataset
+
+            irds_dataset(self.config.irds)  # an unknown id stops the job before any stage runs
             base = f"irds:{self.config.irds}@ir_datasets-{versions('ir_datasets')['ir_datasets']}"
             return f"{base}#{part}#{self.config.query_set}"
         digest = file_digest(self.path(part))

@@ -15,7 +15,7 @@ from rerankcli.errors import UserError
 
 
 @functools.cache
-def _load(dataset_id: str):
+def irds_dataset(dataset_id: str):
     try:
         import ir_datasets
     except ImportError:
@@ -42,7 +42,7 @@ def _guard(dataset_id: str, part: str, read):
 
 
 def _require(dataset_id: str, part: str) -> object:
-    dataset = _load(dataset_id)
+    dataset = irds_dataset(dataset_id)
     if not getattr(dataset, f"has_{part}")():
         raise UserError(f"irds:{dataset_id}: the dataset has no {part}")
     return dataset

@@ -8,12 +8,14 @@ them. torch and sentence-transformers are imported only when the stage runs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from rerankcli.errors import UserError
 from rerankcli.hashing import text_digest
 from rerankcli.models import local_model_path, resolve_model
 from rerankcli.progress import Progress
@@ -47,6 +49,9 @@ class DenseStage(StageConfig):
         return {**super().identity(), "model": None, "batch_size": None, "device": None}
 
     def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise UserError(f"stage '{self.name}': dense retrieval needs sentence-transformers "
+                            "(pip install 'rerankcli[dense]')")
         model = resolve_model(self.model, ctx.base_dir, self.revision)
         return {
             "model": model.identity,
