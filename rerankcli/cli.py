@@ -63,9 +63,8 @@ def run_command(
 
     config = load_pipeline(pipeline)
     wanted = {"*" if name == "all" else name for name in force or []}
-    log = (lambda message: None) if quiet else None
-    runner = Runner(config, cache_dir, wanted, show_progress=not quiet,
-                    **({"log": log} if log else {}))
+    silent = (lambda message: None) if quiet else None
+    runner = Runner(config, cache_dir, wanted, log=silent, show_progress=not quiet)
     report = runner.run()
     fresh = sum(not s.cached for s in report.stages)
     print(f"{len(report.stages)} stages ({fresh} computed, {len(report.stages) - fresh} cached); "

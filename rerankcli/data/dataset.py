@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from rerankcli.data.formats import Corpus, Qrels, read_corpus, read_qrels, read_queries
-from rerankcli.errors import UserError
+from rerankcli.errors import UserError, where
 from rerankcli.hashing import file_digest
 from rerankcli.stage import versions
 
@@ -53,6 +53,16 @@ class DatasetConfig(BaseModel):
         return self.model_copy(
             update={"corpus": fix(self.corpus), "queries": fix(self.queries), "qrels": fix(self.qrels)}
         )
+
+
+def first_line_of(path: Path, qids: set[str]) -> tuple[int | None, str]:
+    """Line number and query id of the first line of ``path`` whose first field is in ``qids``."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if fields and fields[0] in qids:
+                return number, fields[0]
+    return None, sorted(qids)[0]
 
 
 class Dataset:
@@ -113,11 +123,13 @@ class Dataset:
         if self.config.query_set == "all" or not self.has("qrels"):
             return queries
         qrels = self.qrels()
-        absent = sorted(set(qrels) - set(queries))
+        absent = set(qrels) - set(queries)
         if absent:
-            source = self.label if self.config.irds else str(self.path("qrels"))
-            raise UserError(
-                f"{source}: {len(absent)} judged quer{'y' if len(absent) == 1 else 'ies'} "
-                f"absent from the queries, e.g. {absent[0]!r}"
-            )
+            count = f"{len(absent)} judged quer{'y' if len(absent) == 1 else 'ies'}"
+            if self.config.irds:
+                raise UserError(f"{self.label}: {count} absent from the queries")
+            path = self.path("qrels")
+            number, qid = first_line_of(path, absent)
+            raise UserError(f"{where(path, number)}: query {qid!r} is not in the queries file "
+                            f"{self.path('queries')} ({count} absent)")
         return {qid: queries[qid] for qid in queries if qid in qrels}
