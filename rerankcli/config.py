@@ -10,12 +10,12 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rerankcli.data.dataset import DatasetConfig
 from rerankcli.errors import UserError, where
 from rerankcli.registry import STAGES
-from rerankcli.stage import StageConfig
+from rerankcli.stage import STAGE_NAME, StageConfig
 from rerankcli.yaml_source import Location, line_of, load_yaml
 
 
@@ -27,6 +27,13 @@ class PipelineFile(BaseModel):
     name: str
     dataset: DatasetConfig | None = None
     output: Path | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, value: str) -> str:
+        if not STAGE_NAME.match(value):
+            raise ValueError("pipeline names are letters, digits, '_', '.' and '-' (they name a folder)")
+        return value
     cache: Path | None = None
     stages: list[dict[str, Any]]
 
@@ -75,7 +82,7 @@ def _stage_class(raw: dict[str, Any], label: str, fail) -> type[StageConfig]:
         raise fail(("type",), f"{label}: unknown stage type {kind!r}; known: {', '.join(STAGES)}")
     if isinstance(entry, dict):
         method = raw.get("method")
-        if method not in entry:
+        if not isinstance(method, str) or method not in entry:
             known = ", ".join(entry)
             what = "missing field 'method'" if method is None else f"unknown method {method!r}"
             raise fail(("method",), f"{label}: {what} for a '{kind}' stage; known: {known}")

@@ -38,6 +38,8 @@ CASES = {
     "missing corpus file": (HEAD.replace(str(DEMO / "corpus.jsonl"), "nowhere.jsonl") + "  - {name: b, type: retrieve, method: bm25}\n", [":3:", "dataset.corpus: file not found"]),
     "missing run file": (HEAD + "  - {name: s, type: load, run: absent.trec}\n", [":8:", "field 'run'", "run file not found"]),
     "dataset part not set": ("name: x\ndataset: {queries: " + str(DEMO / "queries.tsv") + "}\nstages:\n  - {name: b, type: retrieve, method: bm25}\n", [":4:", "needs dataset.corpus"]),
+    "method is a list": (HEAD + "  - {name: x, type: retrieve, method: [bm25]}\n", [":8:", "unknown method ['bm25']"]),
+    "pipeline name escapes": (HEAD.replace("name: bad", "name: ../../etc") + "  - {name: b, type: retrieve, method: bm25}\n", [":1:", "field 'name'"]),
     "no stages": ("name: x\nstages: []\n", [":2:", "no stages"]),
     "not a mapping": ("- just\n- a list\n", [":1:", "is a mapping"]),
     "dense without model": (HEAD + "  - {name: d, type: retrieve, method: dense}\n", [":8:", "missing required field 'model'"]),
