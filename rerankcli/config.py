@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from rerankcli.data.dataset import DatasetConfig
 from rerankcli.errors import UserError, where
 from rerankcli.registry import STAGES
-from rerankcli.stage import STAGE_NAME, StageConfig
+from rerankcli.stage import StageConfig, file_name
 from rerankcli.yaml_source import Location, line_of, load_yaml
 
 
@@ -31,9 +31,7 @@ class PipelineFile(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, value: str) -> str:
-        if not STAGE_NAME.match(value):
-            raise ValueError("pipeline names are letters, digits, '_', '.' and '-' (they name a folder)")
-        return value
+        return file_name(value, "pipeline")
     cache: Path | None = None
     stages: list[dict[str, Any]]
 

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def file_name(value: str, what: str) -> str:
+    """Check that ``value`` can name a file or folder safely (no separators, no '..')."""
+    if not STAGE_NAME.match(value):
+        raise ValueError(f"{what} names are letters, digits, '_', '.' and '-' (they name files)")
+    return value
+
+
 def versions(*distributions: str) -> dict[str, str]:
     """Installed versions of the named distributions (never imports them: stays fast)."""
     found = {"python": ".".join(map(str, sys.version_info[:3]))}
@@ -78,9 +85,7 @@ class StageConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_a_file_name(cls, value: str) -> str:
-        if not STAGE_NAME.match(value):
-            raise ValueError("stage names are letters, digits, '_', '.' and '-' (they name files)")
-        return value
+        return file_name(value, "stage")
 
     @model_validator(mode="after")
     def _input_or_inputs(self) -> StageConfig:

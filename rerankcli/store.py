@@ -48,10 +48,7 @@ class Store:
 
     def publish(self, staging: Path, final: Path) -> Path:
         """Rename ``staging`` to ``final``; if ``final`` exists (another writer), keep that."""
-        if final.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            publish_dir(staging, final)
+        publish_dir(staging, final)
         return final
 
     def replace(self, staging: Path, final: Path) -> Path:
