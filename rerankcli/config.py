@@ -27,13 +27,13 @@ class PipelineFile(BaseModel):
     name: str
     dataset: DatasetConfig | None = None
     output: Path | None = None
+    cache: Path | None = None
+    stages: list[dict[str, Any]]
 
     @field_validator("name")
     @classmethod
     def _name_is_a_folder_name(cls, value: str) -> str:
         return file_name(value, "pipeline")
-    cache: Path | None = None
-    stages: list[dict[str, Any]]
 
 
 class Pipeline(BaseModel):
