@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dense,irds,test]"
+	$(BIN)/pip install --quiet -e ".[dense,irds,lucene,test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_bm25.py
+	$(BIN)/python scripts/bench_bm25.py --backends pyserini bm25s rank_bm25
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -91,6 +91,63 @@ def validate_command(
     print(f"{pipeline}: valid ({len(config.stages)} stages)")
 
 
+@app.command("index")
+def index_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    stage: Annotated[Optional[list[str]], typer.Option(
+        "--stage", help="Only this retrieve stage (repeatable); default: all of them.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Build the indexes a pipeline's retrieve stages search (Lucene, bm25s, embeddings), once.
+
+    They are cached like stage outputs: 'rerank run' then reuses them, and so do other
+    pipelines over the same corpus with the same index settings.
+    """
+    from rerankcli.config import load_pipeline
+    from rerankcli.hashing import save_memo
+    from rerankcli.pipeline import Runner
+
+    config = load_pipeline(pipeline)
+    names = {s.name for s in config.stages}
+    for name in stage or []:
+        if name not in names:
+            raise UserError(f"--stage: no stage named {name!r} in {pipeline}")
+    runner = Runner(config, cache_dir, log=(lambda message: None) if quiet else None,
+                    show_progress=not quiet)
+    runner.plan()  # validates every stage (data, models, Java) before building anything
+    for chosen in config.stages:
+        if stage and chosen.name not in stage:
+            continue
+        line = chosen.prepare(runner.ctx)
+        if line is not None or stage:
+            print(f"{chosen.name}: {line or 'nothing to index'}")
+    save_memo()
+
+
+@app.command("doctor")
+def doctor_command(
+    require: Annotated[Optional[list[str]], typer.Option(
+        "--require", help="Exit 1 unless this backend is usable (repeatable).", metavar="BACKEND")] = None,
+) -> None:
+    """Report which retrieval backends work here, and why the others do not."""
+    from rerankcli.doctor import CHECKS
+
+    unknown = sorted(set(require or []) - set(CHECKS))
+    if unknown:
+        raise UserError(f"--require: unknown backend {unknown[0]!r}; known: {', '.join(CHECKS)}")
+    failed = []
+    for name, check in CHECKS.items():
+        result = check()
+        print(f"{name:<10} {'ok' if result.ok else 'unusable':<9} {result.detail}")
+        for note in result.notes:
+            print(f"{'':<20} {note}")
+        if not result.ok and name in (require or []):
+            failed.append(name)
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("eval")
 def eval_command(
     runs: Annotated[list[Path], typer.Argument(help="TREC run files.")],

@@ -168,10 +168,8 @@ def _wire(stages: list[StageConfig], fail) -> dict[str, list[str]]:
 def _check_dataset(dataset: DatasetConfig, stages: list[StageConfig], fail) -> None:
     """Every part a stage needs is configured, and every configured file exists."""
     for index, stage in enumerate(stages):
-        for part in sorted(stage.needs):
+        for part in sorted(stage.dataset_parts()):
             if dataset.irds is None and getattr(dataset, part) is None:
-                if part == "qrels" and getattr(stage, "qrels", None) is not None:
-                    continue
                 raise fail(("stages", index, "type"), f"stage '{stage.name}' needs dataset.{part}, which is not set")
     if dataset.irds is None:
         for part in ("corpus", "queries", "qrels"):

@@ -103,6 +103,18 @@ class StageConfig(BaseModel):
             return [self.input]
         return list(self.inputs) if self.inputs is not None else None
 
+    def dataset_parts(self) -> frozenset[str]:
+        """The dataset parts this configured stage reads (``needs``, less what it brings itself)."""
+        return self.needs
+
+    def prepare(self, ctx: Context) -> str | None:
+        """Build what this stage reuses between runs (an index, embeddings), if anything.
+
+        Returns one line saying what was built or found, or None for stages with nothing to
+        prepare. ``rerank index`` calls this; ``execute`` builds the same thing on demand.
+        """
+        return None
+
     def identity(self) -> dict[str, Any]:
         """The config that determines the output: everything but names and wiring."""
         return self.model_dump(mode="json", exclude={"name", "input", "inputs"})

@@ -44,6 +44,11 @@ CASES = {
     "not a mapping": ("- just\n- a list\n", [":1:", "is a mapping"]),
     "dense without model": (HEAD + "  - {name: d, type: retrieve, method: dense}\n", [":8:", "missing required field 'model'"]),
     "unknown model": (HEAD + "  - {name: d, type: retrieve, method: dense, model: ./no-such-model}\n", ["model './no-such-model' not found", "tried"]),
+    "lucene index with bm25s": (HEAD + "  - {name: x, type: retrieve, method: bm25, index: ./idx}\n", [":8:", "field 'index'", "applies to backend 'pyserini' only"]),
+    "rm3 with bm25s": (HEAD + "  - name: x\n    type: retrieve\n    method: bm25\n    rm3: true\n", [":11:", "field 'rm3'", "applies to backend 'pyserini' only"]),
+    "missing lucene index dir": (HEAD + "  - {name: x, type: retrieve, method: bm25, backend: pyserini, index: ./no-index}\n", [":8:", "field 'index'", "no Lucene index at"]),
+    "analyzer with pyserini": (HEAD + "  - name: x\n    type: retrieve\n    method: bm25\n    backend: pyserini\n    analyzer: {stemmer: none}\n", [":12:", "field 'analyzer'", "Lucene's English analyzer"]),
+    "unknown rm3 field": (HEAD + "  - name: x\n    type: retrieve\n    method: bm25\n    backend: pyserini\n    rm3:\n      fb_term: 5\n", [":13:", "unknown field 'rm3.fb_term'"]),
     "model package not installed": (HEAD + "  - {name: d, type: retrieve, method: dense, model: 'package:no-such-dist'}\n", ["package:no-such-dist", "not installed"]),
 }
 

@@ -44,6 +44,9 @@ class EvaluateStage(StageConfig):
     def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else resolve_existing(value, info, "qrels file")
 
+    def dataset_parts(self) -> frozenset[str]:
+        return frozenset() if self.qrels is not None else self.needs
+
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "qrels": None}
 

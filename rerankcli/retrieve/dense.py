@@ -60,6 +60,14 @@ class DenseStage(StageConfig):
             "versions": versions(*LIBRARIES),
         }
 
+    def prepare(self, ctx: Context) -> str | None:
+        resolved = resolve_model(self.model, ctx.base_dir, self.revision)
+        encoder = _load_encoder(resolved, self)
+        corpus = ctx.dataset.corpus()
+        embeddings, cached = self._corpus_embeddings(ctx, encoder, resolved.identity, corpus)
+        return (f"embeddings of {len(corpus)} documents ({embeddings.shape[1]} dimensions) "
+                f"{'reused' if cached else 'built'}")
+
     def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
         resolved = resolve_model(self.model, ctx.base_dir, self.revision)
         encoder = _load_encoder(resolved, self)
