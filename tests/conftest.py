@@ -7,6 +7,7 @@ are what users see, so that is what the tests check.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,16 @@ def shared(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"shared data not found: {path} (tests on real collections need ../shared/data)")
+    return path
+
+
+def bundled_pipeline(name: str, folder: Path) -> Path:
+    """``pipelines/<name>.yaml`` copied into ``folder``: absolute data paths, output ``out``."""
+    text = (ROOT / "pipelines" / f"{name}.yaml").read_text()
+    text = text.replace("../../shared/data", str(SHARED))
+    text = re.sub(r"(?m)^output: .*$", "output: out", text)
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
     return path
 
 

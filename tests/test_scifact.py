@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from conftest import ROOT, shared
+from conftest import bundled_pipeline, shared
 from rerankcli.data.formats import read_qrels
 from rerankcli.runs import read_run
 from test_pipeline import states
@@ -31,10 +31,7 @@ def scifact(tmp_path_factory):
     """The bundled SciFact pipeline copied next to a private cache, run once."""
     shared("scifact")
     work = tmp_path_factory.mktemp("scifact")
-    text = (ROOT / "pipelines" / "scifact.yaml").read_text()
-    text = text.replace("../../shared/data", str(ROOT.parent / "shared" / "data"))
-    text = text.replace("output: ../runs/scifact", "output: out")
-    (work / "scifact.yaml").write_text(text)
+    bundled_pipeline("scifact", work)
     return work
 
 

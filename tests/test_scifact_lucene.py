@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, shared
+from conftest import bundled_pipeline, shared
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("pyserini", reason="the Lucene tests need rerankcli[lucene]")
@@ -22,14 +22,11 @@ def scifact(tmp_path_factory):
     """pipelines/scifact-lucene.yaml with absolute data paths, run once with a private cache."""
     shared("scifact")
     work = tmp_path_factory.mktemp("scifact-lucene")
-    text = (ROOT / "pipelines" / "scifact-lucene.yaml").read_text()
-    text = text.replace("../../shared/data", str(ROOT.parent / "shared" / "data"))
-    text = text.replace("output: ../runs/scifact-lucene", "output: out")
-    (work / "pipeline.yaml").write_text(text)
+    pipeline = bundled_pipeline("scifact-lucene", work)
     env = {**os.environ, "RERANK_CACHE_DIR": str(work / "cache")}
 
     def run(*args):
-        proc = subprocess.run([sys.executable, "-m", "rerankcli", "run", work / "pipeline.yaml", *args],
+        proc = subprocess.run([sys.executable, "-m", "rerankcli", "run", pipeline, *args],
                               capture_output=True, text=True, env=env, timeout=1800)
         assert proc.returncode == 0, proc.stderr
         manifest = json.loads((work / "out" / "lucene.manifest.json").read_text())

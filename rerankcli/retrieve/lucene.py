@@ -31,7 +31,6 @@ from rerankcli.progress import Progress
 from rerankcli.retrieve.java import start_jvm
 from rerankcli.runs import Run
 
-LIBRARIES = ("pyserini", "pyjnius")
 INSTALL_HINT = "pip install 'rerankcli[lucene]'"
 #: what an index built here contains; part of its cache key
 INDEX_SETTINGS = {
