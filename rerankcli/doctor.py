@@ -70,6 +70,8 @@ def check_pyserini() -> Check:
         autoclass("io.anserini.search.SimpleSearcher")  # loads Anserini and Lucene classes
     except UserError as exc:
         return Check("pyserini", False, str(exc), notes)
+    except Exception as exc:  # pyjnius reports a broken jar or JVM as plain exceptions
+        return Check("pyserini", False, f"Anserini did not load ({type(exc).__name__}: {exc})", notes)
     jar = lucene.anserini_jar().name.removesuffix("-fatjar.jar")
     return Check("pyserini", True, f"{found.detail}, {jar}, Java {java_version} "
                                    f"({runtime.source}: {runtime.home})", notes)
