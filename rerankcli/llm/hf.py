@@ -1,0 +1,241 @@
+"""transformers backend: every request kind, on CPU or GPU, batched with padding by length.
+
+Forward-only requests (``NextToken``, ``Continuation``) run left-padded with explicit position
+ids, so a padded row computes what it would alone, and only the last positions' logits are
+projected onto the vocabulary (Gemma's vocabulary is 262k: full logits would not fit).
+``Attention`` runs the shared prefix once, keeps its KV cache, and for each probe computes
+softmax(QKᵀ) only for the probe's rows, through an attention function registered with
+transformers (``attention_rows.py``): no forked modeling code, any decoder-only model.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from rerankcli.errors import UserError
+from rerankcli.llm.backend import Backend, BackendConfig
+from rerankcli.llm.render import Renderer
+from rerankcli.llm.requests import (
+    Attention, AttentionMass, Continuation, ContinuationLogprobs, Generate, Generated, NextToken,
+    Request, Response, TokenLogprobs,
+)
+
+DEFAULT_MAX_LENGTH = 8192  # when the model's context is longer: memory on a CPU is finite
+
+
+class HFConfig(BackendConfig):
+    type: Literal["hf"] = "hf"
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:1, mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU that has it, else float32")
+    batch_size: int = Field(8, gt=0, description="requests per forward pass")
+    max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per forward pass, at most")
+    attn_implementation: str | None = Field(None, description="eager, sdpa, flash_attention_2 (default: transformers')")
+    trust_remote_code: bool = False
+
+    operational: ClassVar[frozenset[str]] = frozenset({"device", "batch_size", "max_batch_tokens"})
+
+
+class HFBackend(Backend):
+    name = "hf"
+    answers = frozenset({Generate, NextToken, Continuation, Attention})
+
+    def __init__(self, config: HFConfig, folder: Any, log: Callable[[str], None] = print) -> None:
+        super().__init__()
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as exc:
+            raise UserError(f"backend hf needs torch and transformers ({exc.name} missing): "
+                            "pip install 'rerankcli[llm]'") from None
+        self.torch = torch
+        self.config = config
+        self.batch_size = config.batch_size
+        self.device = _device(torch, config.device)
+        dtype = _dtype(torch, config.dtype, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=config.trust_remote_code)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, attn_implementation=config.attn_implementation,
+            trust_remote_code=config.trust_remote_code).to(self.device).eval()
+        self.pad_id = _pad_id(self.tokenizer)
+        context = getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        self.renderer = Renderer(self.tokenizer, config.max_length or min(context, DEFAULT_MAX_LENGTH),
+                                 config.chat)
+        log(f"hf: {type(self.model).__name__} on {self.device}, {dtype}, "
+            f"max_length {self.renderer.max_length}, chat template {'on' if self.renderer.chat else 'off'}")
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def _answer(self, requests: list[Request]) -> list[Response]:
+        by_kind: dict[type, list[int]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            by_kind[type(request)].append(i)
+        out: list[Response | None] = [None] * len(requests)
+        handlers = {NextToken: self._next_token, Continuation: self._continuation,
+                    Generate: self._generate, Attention: self._attention}
+        with self.torch.inference_mode():
+            for kind, indices in by_kind.items():
+                for i, response in zip(indices, handlers[kind]([requests[i] for i in indices])):
+                    out[i] = response
+        return out  # type: ignore[return-value]
+
+    # -- forward-only requests ----------------------------------------------------------------
+    def _next_token(self, requests: list[NextToken]) -> list[Response]:
+        rendered = [self.renderer.render(r.prompt, reserve=1) for r in requests]
+        targets = [[self.renderer.single_token(c) for c in r.candidates] for r in requests]
+        rows = self._score([x.ids for x in rendered], [1] * len(requests))
+        return [TokenLogprobs(len(x.ids), x.truncated,
+                              {c: float(row[0][t]) for c, t in zip(r.candidates, ids)})
+                for r, x, ids, row in zip(requests, rendered, targets, rows)]
+
+    def _continuation(self, requests: list[Continuation]) -> list[Response]:
+        tails = [self.renderer.encode(r.continuation) for r in requests]
+        rendered = [self.renderer.render(r.prompt, reserve=len(t)) for r, t in zip(requests, tails)]
+        rows = self._score([x.ids + t for x, t in zip(rendered, tails)], [len(t) + 1 for t in tails])
+        out = []
+        for x, tail, row in zip(rendered, tails, rows):
+            # row[j] predicts the token after position -(len(tail)+1)+j
+            logprobs = tuple(float(row[j][token]) for j, token in enumerate(tail))
+            out.append(ContinuationLogprobs(len(x.ids), x.truncated, logprobs))
+        return out
+
+    def _score(self, sequences: list[list[int]], keep: list[int]) -> list[Any]:
+        """Log-softmax over the vocabulary at the last ``keep[i]`` positions of each sequence."""
+        torch = self.torch
+        results: list[Any] = [None] * len(sequences)
+        for batch in self._buckets(sequences):
+            width = max(len(sequences[i]) for i in batch)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(sequences[i]):] = torch.tensor(sequences[i])
+                mask[row, width - len(sequences[i]):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            last = max(keep[i] for i in batch)
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                position_ids=positions.to(self.device), logits_to_keep=last,
+                                use_cache=False).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for row, i in enumerate(batch):
+                # drop the final position (it predicts past the sequence) and keep what was asked
+                results[i] = logprobs[row, last - keep[i]:][: keep[i] - 1] if keep[i] > 1 else logprobs[row, -1:]
+        return results
+
+    def _buckets(self, sequences: list[list[int]]) -> list[list[int]]:
+        """Indices grouped by length (sorted) so padding is small; bounded by batch size and tokens."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        batches, current = [], []
+        for i in order:
+            width = len(sequences[i])
+            if current and (len(current) >= self.batch_size or
+                            width * (len(current) + 1) > self.config.max_batch_tokens):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    # -- generation ---------------------------------------------------------------------------
+    def _generate(self, requests: list[Generate]) -> list[Response]:
+        torch = self.torch
+        rendered = [self.renderer.render(r.prompt, reserve=r.max_new_tokens) for r in requests]
+        out: list[Response | None] = [None] * len(requests)
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            groups[r.max_new_tokens].append(i)
+        for max_new, members in groups.items():
+            for bucket in self._buckets([rendered[i].ids for i in members]):
+                batch = [members[j] for j in bucket]
+                width = max(len(rendered[i].ids) for i in batch)
+                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    n = len(rendered[i].ids)
+                    ids[row, width - n:] = torch.tensor(rendered[i].ids)
+                    mask[row, width - n:] = 1
+                generated = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                    max_new_tokens=max_new, do_sample=False, pad_token_id=self.pad_id,
+                    temperature=None, top_p=None, top_k=None)
+                for row, i in enumerate(batch):
+                    new = _until_eos(generated[row, width:].tolist(), self.model.generation_config, self.pad_id)
+                    text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), requests[i].stop)
+                    out[i] = Generated(len(rendered[i].ids), rendered[i].truncated, text, len(new))
+        return out  # type: ignore[return-value]
+
+    # -- attention ----------------------------------------------------------------------------
+    def _attention(self, requests: list[Attention]) -> list[Response]:
+        from rerankcli.llm.attention_rows import recording, use_row_attention
+
+        torch = self.torch
+        layers_total = self.model.config.get_text_config().num_hidden_layers
+        out: list[Response] = []
+        with use_row_attention(self.model):
+            for request in requests:
+                layers = set(request.layers) if request.layers is not None else set(range(layers_total))
+                if not layers <= set(range(layers_total)):
+                    raise UserError(f"layers {sorted(layers)}: the model has {layers_total} (0..{layers_total - 1})")
+                rendered = self.renderer.render_probes(request.prompt, request.probes, reserve=0)
+                prefix = rendered.prefix.ids
+                cache = self.model(input_ids=torch.tensor([prefix], device=self.device),
+                                   use_cache=True).past_key_values
+                received = []
+                for suffix, rows in zip(rendered.suffixes, rendered.probe_rows):
+                    if not rows:
+                        raise UserError("an attention probe is empty in model tokens")
+                    positions = torch.arange(len(prefix), len(prefix) + len(suffix), device=self.device)
+                    with recording(rows, layers) as record:
+                        self.model(input_ids=torch.tensor([suffix], device=self.device),
+                                   past_key_values=copy.deepcopy(cache), position_ids=positions[None],
+                                   use_cache=True)
+                    received.append(tuple(record.total()[: len(prefix)].tolist()))
+                tokens = len(prefix) + max(len(s) for s in rendered.suffixes)
+                out.append(AttentionMass(tokens, rendered.prefix.truncated, tuple(received),
+                                         rendered.prefix.spans))
+        return out
+
+    def close(self) -> None:
+        self.model = None
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+
+
+def _device(torch: Any, wanted: str) -> str:
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {wanted}: no CUDA device is visible (torch {torch.__version__})")
+    return wanted
+
+
+def _dtype(torch: Any, wanted: str, device: str) -> Any:
+    if wanted == "auto":
+        gpu_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if gpu_bf16 else torch.float32
+    return getattr(torch, wanted)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _until_eos(tokens: list[int], generation_config: Any, pad_id: int) -> list[int]:
+    eos = generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {pad_id}
+    for n, token in enumerate(tokens):
+        if token in stops:
+            return tokens[:n]
+    return tokens
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text if cut < 0 else text[:cut]

@@ -1,0 +1,183 @@
+"""Turn a structured ``Prompt`` into model tokens: chat template, answer slot, truncation.
+
+Truncation happens in model tokens and only inside ``Passage`` parts: the instruction, the
+query and the template's suffix (the assistant turn where the answer goes) are never cut. When
+a prompt is too long, every passage longer than a common cap is cut to that cap (the cap is
+the largest that fits), so one long passage cannot crowd out the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rerankcli.errors import UserError
+from rerankcli.llm.requests import Passage, Probe, Prompt
+
+_MARK = "\u2063RERANK-USER-CONTENT\u2063"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    ids: list[int]
+    truncated: int = 0
+    #: labelled passages -> [start, end) token positions in ``ids``
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RenderedProbes:
+    """An ``Attention`` prompt: the shared prefix once, then one suffix per probe."""
+
+    prefix: Rendered
+    suffixes: list[list[int]]
+    #: per probe, the positions (within its suffix) of the probe's own tokens
+    probe_rows: list[list[int]]
+
+
+class Renderer:
+    """Renders prompts for one tokenizer; ``chat`` None means: use its chat template if any."""
+
+    def __init__(self, tokenizer: Any, max_length: int, chat: bool | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if chat and not has_template:
+            raise UserError("chat: true, but the model's tokenizer has no chat template")
+        self.chat = has_template if chat is None else chat
+        self._frame = self._template_frame()
+
+    # -- public -------------------------------------------------------------------------
+    def render(self, prompt: Prompt, reserve: int = 0) -> Rendered:
+        """Token ids of ``prompt`` leaving ``reserve`` tokens of room (answer, continuation)."""
+        texts, cut = self._fit(prompt, reserve, probe="")
+        text, char_spans, _ = self._text(prompt, texts, probe="")
+        ids, offsets = self._encode(text, special=not self.chat)
+        return Rendered(ids, cut, _token_spans(char_spans, offsets))
+
+    def render_probes(self, prompt: Prompt, probes: tuple[str, ...], reserve: int = 0) -> RenderedProbes:
+        """Prefix (up to the ``Probe``) tokenized once; each probe and the rest after it."""
+        if sum(isinstance(p, Probe) for p in prompt.parts) != 1:
+            raise ValueError("an Attention prompt needs exactly one Probe() part")
+        longest = max(probes, key=lambda p: len(self.encode(p)))
+        texts, cut = self._fit(prompt, reserve, probe=longest)
+        suffixes, rows, prefix = [], [], None
+        for probe in probes:
+            text, char_spans, probe_span = self._text(prompt, texts, probe)
+            start, end = probe_span
+            head_ids, head_offsets = self._encode(text[:start], special=not self.chat)
+            if prefix is None:
+                prefix = Rendered(head_ids, cut, _token_spans(char_spans, head_offsets))
+            tail_ids, tail_offsets = self._encode(text[start:], special=False)
+            suffixes.append(tail_ids)
+            rows.append([i for i, (a, b) in enumerate(tail_offsets) if a < end - start and b > 0])
+        assert prefix is not None
+        return RenderedProbes(prefix, suffixes, rows)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def single_token(self, text: str) -> int:
+        """The id of ``text`` if the tokenizer keeps it as one token; a clear error if not."""
+        ids = self.encode(text)
+        if len(ids) != 1:
+            pieces = self.tokenizer.convert_ids_to_tokens(ids)
+            raise UserError(f"answer {text!r} is {len(ids)} tokens for this model's tokenizer "
+                            f"({pieces}); choose answers that are single tokens")
+        return ids[0]
+
+    # -- internals ------------------------------------------------------------------------
+    def _template_frame(self) -> tuple[str, str] | None:
+        """The chat template's text before and after the user content (None without chat)."""
+        if not self.chat:
+            return None
+        messages = [{"role": "user", "content": _MARK}]
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        if text.count(_MARK) != 1:
+            raise UserError("the chat template does not place the user message verbatim")
+        head, tail = text.split(_MARK)
+        return head, tail
+
+    def _frame_for(self, system: str | None) -> tuple[str, str]:
+        if not self.chat:
+            return ((system + "\n\n") if system else "", "")
+        if system is None:
+            assert self._frame is not None
+            return self._frame
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": _MARK}]
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+        head, tail = text.split(_MARK)
+        return head, tail
+
+    def _text(self, prompt: Prompt, passages: list[str], probe: str
+              ) -> tuple[str, dict[str, tuple[int, int]], tuple[int, int]]:
+        """The full prompt text, labelled passages' character spans, and the probe's span."""
+        head, tail = self._frame_for(prompt.system)
+        pieces, spans, probe_span, pos, it = [head], {}, (0, 0), len(head), iter(passages)
+        for part in prompt.parts:
+            if isinstance(part, Passage):
+                piece = next(it)
+                if part.label is not None:
+                    spans[part.label] = (pos, pos + len(piece))
+            elif isinstance(part, Probe):
+                piece = probe
+                probe_span = (pos, pos + len(piece))
+            else:
+                piece = part
+            pieces.append(piece)
+            pos += len(piece)
+        pieces += [tail, prompt.answer_prefix]
+        return "".join(pieces), spans, probe_span
+
+    def _encode(self, text: str, special: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+    def _fit(self, prompt: Prompt, reserve: int, probe: str) -> tuple[list[str], int]:
+        """Passage texts, cut in tokens so the whole prompt fits; and how many were cut."""
+        passages = [p for p in prompt.parts if isinstance(p, Passage)]
+        ids = [self.encode(p.text) for p in passages]
+        caps = [len(t) if p.max_tokens is None else min(len(t), p.max_tokens)
+                for p, t in zip(passages, ids)]
+        limit = self.max_length - reserve
+        empty_text, _, _ = self._text(prompt, [""] * len(passages), probe)
+        budget = limit - len(self._encode(empty_text, special=not self.chat)[0])
+        for _ in range(8):
+            if budget < 0:
+                raise UserError(f"the prompt's fixed text alone is longer than max_length "
+                                f"({self.max_length} tokens, {reserve} kept for the answer)")
+            lengths = _water_fill(caps, budget)
+            texts = [p.text if n == len(t) else self.tokenizer.decode(t[:n])
+                     for p, t, n in zip(passages, ids, lengths)]
+            text, _, _ = self._text(prompt, texts, probe)
+            over = len(self._encode(text, special=not self.chat)[0]) - limit
+            if over <= 0:
+                return texts, sum(n < len(t) for t, n in zip(ids, lengths))
+            budget -= over
+        raise UserError(f"could not fit the prompt into max_length {self.max_length}")
+
+
+def _water_fill(lengths: list[int], budget: int) -> list[int]:
+    """Largest common cap c with sum(min(n, c)) <= budget; lengths capped at c."""
+    if sum(lengths) <= budget:
+        return list(lengths)
+    low, high = 0, max(lengths)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if sum(min(n, mid) for n in lengths) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return [min(n, low) for n in lengths]
+
+
+def _token_spans(char_spans: dict[str, tuple[int, int]], offsets: list[tuple[int, int]]
+                 ) -> dict[str, tuple[int, int]]:
+    """Map character spans to [first, last+1) token positions whose text overlaps them."""
+    spans = {}
+    for label, (a, b) in char_spans.items():
+        inside = [i for i, (s, e) in enumerate(offsets) if s < b and e > a and e > s]
+        spans[label] = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    return spans

