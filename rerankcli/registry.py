@@ -11,11 +11,19 @@ from rerankcli.retrieve.bm25 import BM25Stage
 from rerankcli.retrieve.dense import DenseStage
 from rerankcli.retrieve.fusion import FuseStage
 from rerankcli.load import LoadStage
+from rerankcli.rerank.cross_encoder import CrossEncoderStage
+from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
 from rerankcli.stage import StageConfig
 
 #: type -> class, or type -> {method -> class} when the type has several methods
 STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
     "retrieve": {"bm25": BM25Stage, "dense": DenseStage},
+    "rerank": {
+        "cross-encoder": CrossEncoderStage,
+        "yes-no": YesNoStage,
+        "graded": GradedStage,
+        "query-likelihood": QueryLikelihoodStage,
+    },
     "fuse": FuseStage,
     "load": LoadStage,
     "evaluate": EvaluateStage,

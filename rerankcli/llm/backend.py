@@ -59,6 +59,10 @@ class Backend(ABC):
         self.accounting.record(requests, responses, time.perf_counter() - start)
         return responses
 
+    def single_tokens(self, texts: Iterable[str]) -> list[str]:
+        """The texts this model's tokenizer keeps as one token (answers must be single tokens)."""
+        return [t for t in texts if len(self.renderer.encode(t)) == 1]
+
     @abstractmethod
     def _answer(self, requests: list[Request]) -> list[Response]: ...
 

@@ -28,10 +28,18 @@ def _name_to_mapping(value: Any) -> Any:
 
 #: what a stage declares as its ``backend:`` field
 BackendField = Annotated[
-    Union[HFConfig, VLLMConfig, OpenAIConfig],
+    Annotated[Union[HFConfig, VLLMConfig, OpenAIConfig], Field(discriminator="type")],
     BeforeValidator(_name_to_mapping),
-    Field(discriminator="type"),
 ]
+
+
+#: backends opened in this process, by (model, config): stages of one pipeline that use the
+#: same model on the same backend share it instead of loading it (or starting vLLM) again
+_OPEN: dict[tuple[str, str], Backend] = {}
+
+
+def backend_class(name: str) -> type[Backend]:
+    return BACKENDS[name][1]
 
 
 def open_backend(config: BackendConfig, model: ResolvedModel, store: Store,
@@ -39,6 +47,15 @@ def open_backend(config: BackendConfig, model: ResolvedModel, store: Store,
     """Load ``model`` on the backend ``config`` names (converting a GGUF model once)."""
     from rerankcli.llm.gguf import hf_folder
 
-    folder = hf_folder(model, store, log)
-    _, backend = BACKENDS[config.type]
-    return backend(config, folder, log)  # type: ignore[call-arg]
+    key = (model.identity, config.model_dump_json())
+    if key not in _OPEN:
+        folder = hf_folder(model, store, log)
+        _OPEN[key] = backend_class(config.type)(config, folder, log)  # type: ignore[call-arg]
+    return _OPEN[key]
+
+
+def close_backends() -> None:
+    """Release every backend this process opened (end of a pipeline run)."""
+    while _OPEN:
+        _, backend = _OPEN.popitem()
+        backend.close()

@@ -1,0 +1,75 @@
+"""``method: cross-encoder``: sentence-transformers ``CrossEncoder`` scores (query, passage) pairs.
+
+All pairs of all queries are scored together, sorted by length so that a batch holds pairs of
+similar length (little padding), then put back in order. The score is the model's raw output
+(no activation), which is what the model was trained to rank by.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Literal
+
+from pydantic import Field
+
+from rerankcli.errors import UserError
+from rerankcli.models import local_model_path, resolve_model
+from rerankcli.progress import Progress
+from rerankcli.rerank.stage import RerankStage, output
+from rerankcli.runs import Run
+from rerankcli.stage import Context, StageOutput, versions
+
+LIBRARIES = ("sentence-transformers", "transformers", "torch")
+
+
+class CrossEncoderStage(RerankStage):
+    method: Literal["cross-encoder"]
+    model: str
+    revision: str | None = None
+    batch_size: int = Field(32, gt=0)
+    max_length: int = Field(512, gt=0, description="tokens per (query, passage) pair; longer pairs are cut")
+    device: str | None = Field(None, description="cpu, cuda, cuda:1, mps; default: best available")
+    trust_remote_code: bool = False
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "model": None, "batch_size": None, "device": None}
+
+    def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        if importlib.util.find_spec("sentence_transformers") is None:
+            raise UserError(f"stage '{self.name}': cross-encoders need sentence-transformers "
+                            "(pip install 'rerankcli[dense]')")
+        return {"model": resolve_model(self.model, ctx.base_dir, self.revision).identity,
+                "corpus": ctx.dataset.fingerprint("corpus"),
+                "queries": ctx.dataset.fingerprint("queries"), "versions": versions(*LIBRARIES)}
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        queries = self.candidates(ctx, inputs[0])
+        resolved = resolve_model(self.model, ctx.base_dir, self.revision)
+        model = CrossEncoder(str(local_model_path(resolved)), device=self.device, max_length=self.max_length,
+                             trust_remote_code=self.trust_remote_code, activation_fn=torch.nn.Identity())
+        if model.config.num_labels != 1:
+            raise UserError(f"stage '{self.name}': {self.model} has {model.config.num_labels} outputs; "
+                            "a cross-encoder for ranking has one")
+        pairs = [(q.qid, c.docid, q.text, c.text) for q in queries for c in q.candidates]
+        tokenizer = model.tokenizer
+        lengths = [len(tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"])
+                   for _, _, _, text in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: lengths[i])
+        scores: dict[str, dict[str, float]] = {q.qid: {} for q in queries}
+        progress = Progress(f"cross-encoder ({self.model})", len(pairs), ctx.show_progress)
+        chunk = 64 * self.batch_size
+        for start in range(0, len(order), chunk):
+            part = order[start:start + chunk]
+            values = model.predict([(pairs[i][2], pairs[i][3]) for i in part], batch_size=self.batch_size,
+                                   show_progress_bar=False, convert_to_numpy=True)
+            for i, value in zip(part, values):
+                scores[pairs[i][0]][pairs[i][1]] = float(value)
+            progress.update(len(part))
+        progress.close()
+        truncated = sum(n >= self.max_length for n in lengths)
+        return output(inputs[0], scores, self.depth, {
+            "model": resolved.manifest(), "device": str(model.device), "pairs": len(pairs),
+            "max_length": self.max_length, "passages_at_max_length": truncated})

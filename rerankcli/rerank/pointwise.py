@@ -1,0 +1,103 @@
+"""Pointwise LLM rerankers: each (query, passage) pair scored on its own, all in one step.
+
+- ``yes-no``: P(Yes) from the next-token distribution after a relevance question, renormalised
+  over the Yes and No answers (one forward pass, no decoding).
+- ``graded``: labels 0..``scale``; the score is the expected label under the renormalised
+  probabilities of the label tokens (Zhuang et al. 2023).
+- ``query-likelihood``: mean log-probability of the query's tokens after the passage and an
+  instruction (UPR, Sachan et al. 2022).
+
+An answer is read as the sum over its surface forms ("Yes", " Yes", "yes", " yes"): which one a
+model puts after "Answer:" depends on its tokenizer. Forms the tokenizer splits into several
+tokens are left out; if every form of an answer is split, the stage stops and says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from rerankcli.errors import UserError
+from rerankcli.llm.backend import Backend
+from rerankcli.llm.requests import Continuation, NextToken
+from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.llm_stage import LLMRerankStage, answer_probabilities
+from rerankcli.rerank.prompts import Template
+from rerankcli.rerank.stage import Query
+
+
+def surface_forms(word: str) -> list[str]:
+    return list(dict.fromkeys([word, f" {word}", word.lower(), f" {word.lower()}"]))
+
+
+def answer_tokens(backend: Backend, answers: dict[Any, str]) -> dict[Any, list[str]]:
+    """For each answer, its surface forms that are single tokens for this model."""
+    forms = {key: backend.single_tokens(surface_forms(word)) for key, word in answers.items()}
+    for key, found in forms.items():
+        if not found:
+            raise UserError(f"the model's tokenizer splits every form of the answer {answers[key]!r} "
+                            f"({', '.join(map(repr, surface_forms(answers[key])))}) into several tokens; "
+                            "this method needs single-token answers")
+    return forms
+
+
+class YesNoStage(LLMRerankStage):
+    method: Literal["yes-no"]
+    yes: str = "Yes"
+    no: str = "No"
+
+    default_prompt: ClassVar = "yes-no"
+    asks: ClassVar = (NextToken,)
+
+    def prepare_method(self, backend: Backend) -> dict[bool, list[str]]:
+        return answer_tokens(backend, {True: self.yes, False: self.no})
+
+    def method_details(self, state: dict[bool, list[str]]) -> dict[str, Any]:
+        return {"answer_tokens": {"yes": state[True], "no": state[False]}}
+
+    def program(self, query: Query, template: Template, state: dict[bool, list[str]]) -> Program:
+        forms = tuple(state[True] + state[False])
+        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), forms)
+                         for c in query.candidates]
+        return {c.docid: answer_probabilities(a.logprobs, state)[True]
+                for c, a in zip(query.candidates, answers)}
+
+
+class GradedStage(LLMRerankStage):
+    method: Literal["graded"]
+    scale: int = Field(3, ge=1, le=9, description="labels 0..scale, each a digit")
+
+    default_prompt: ClassVar = "graded"
+    asks: ClassVar = (NextToken,)
+
+    def prepare_method(self, backend: Backend) -> dict[int, list[str]]:
+        return answer_tokens(backend, {label: str(label) for label in range(self.scale + 1)})
+
+    def method_details(self, state: dict[int, list[str]]) -> dict[str, Any]:
+        return {"label_tokens": {str(k): v for k, v in state.items()}}
+
+    def program(self, query: Query, template: Template, state: dict[int, list[str]]) -> Program:
+        forms = tuple(f for label in sorted(state) for f in state[label])
+        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), forms)
+                         for c in query.candidates]
+        scores = {}
+        for c, a in zip(query.candidates, answers):
+            probabilities = answer_probabilities(a.logprobs, state)
+            scores[c.docid] = sum(label * p for label, p in probabilities.items())
+        return scores
+
+
+class QueryLikelihoodStage(LLMRerankStage):
+    method: Literal["query-likelihood"]
+
+    default_prompt: ClassVar = "query-likelihood"
+    placeholders: ClassVar = ({"passage"}, {"passage"})
+    asks: ClassVar = (Continuation,)
+
+    def program(self, query: Query, template: Template, state: None) -> Program:
+        if not query.text.strip():
+            raise UserError(f"query {query.qid!r} is empty: query likelihood has nothing to score")
+        answers = yield [Continuation(template.prompt(query.text, c.text, self.max_passage_tokens),
+                                      " " + query.text.strip()) for c in query.candidates]
+        return {c.docid: a.mean for c, a in zip(query.candidates, answers)}

