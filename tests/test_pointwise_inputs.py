@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_user_error, snapshot
-from tests.test_pointwise_models import QIDS, mini_dl19, pipeline  # noqa: F401  (fixture)
+from tests.conftest import assert_user_error, pipeline, snapshot
 
 transformers = pytest.importorskip("transformers")
 

@@ -14,42 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from rerankcli.data.formats import read_qrels, read_queries
-from rerankcli.runs import Run, read_run, write_run
-from tests.conftest import shared
+from rerankcli.data.formats import read_queries
+from rerankcli.runs import Run, read_run
+from tests.conftest import QIDS, pipeline, shared
 
-QIDS = ["19335", "47923", "87181"]
 LLM_METHODS = ["yes-no", "graded", "query-likelihood"]
-
-
-@pytest.fixture(scope="module")
-def mini_dl19(tmp_path_factory) -> Path:
-    """Three DL19 queries, their qrels and their BM25 top-10, beside the full corpus."""
-    source = shared("trec-dl19-passage")
-    folder = tmp_path_factory.mktemp("dl19-mini")
-    queries = read_queries(source / "queries.tsv")
-    (folder / "queries.tsv").write_text("".join(f"{q}\t{queries[q]}\n" for q in QIDS))
-    qrels = read_qrels(source / "qrels.txt")
-    (folder / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q in QIDS for d, g in sorted(qrels[q].items())))
-    bm25 = read_run(source / "bm25.top100.trec")
-    write_run(Run({q: bm25.scores[q] for q in QIDS}).top(10), folder / "bm25.trec")
-    return folder
-
-
-def pipeline(folder: Path, data: Path, stages: list[dict]) -> Path:
-    names = [s["name"] for s in stages]
-    config = {
-        "name": "pointwise", "output": "out",
-        "dataset": {"corpus": str(shared("trec-dl19-passage", "corpus.jsonl")),
-                    "queries": str(data / "queries.tsv"), "qrels": str(data / "qrels.txt")},
-        "stages": [{"name": "bm25", "type": "load", "run": str(data / "bm25.trec")},
-                   *({**s, "input": "bm25"} for s in stages),
-                   {"name": "eval", "type": "evaluate", "inputs": ["bm25", *names],
-                    "metrics": ["ndcg@10"], "relevance_level": 2}],
-    }
-    path = folder / "pointwise.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
 
 
 @pytest.fixture
