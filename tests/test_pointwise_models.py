@@ -118,7 +118,7 @@ def test_cross_encoder_scores_are_the_models_logits(run_pipeline, mini_dl19, tin
 
     out = run_pipeline(mini_dl19, [{"name": "ce", "type": "rerank", "method": "cross-encoder",
                                     "model": str(tiny_cross_encoder), "depth": 10, "batch_size": 4,
-                                    "max_length": 128}])
+                                    "max_length": 64}])
     run = read_run(out / "ce.trec")
     corpus = read_corpus(shared("trec-dl19-passage", "corpus.jsonl"))
     texts = {d: corpus.contents(i) for i, d in enumerate(corpus.ids)}
@@ -127,9 +127,9 @@ def test_cross_encoder_scores_are_the_models_logits(run_pipeline, mini_dl19, tin
     model = AutoModelForSequenceClassification.from_pretrained(tiny_cross_encoder).eval()
     qid = QIDS[0]
     for docid, score in run.scores[qid].items():
-        batch = tokenizer(queries[qid], texts[docid], truncation=True, max_length=128, return_tensors="pt")
+        batch = tokenizer(queries[qid], texts[docid], truncation=True, max_length=64, return_tensors="pt")
         with torch.inference_mode():
             expected = float(model(**batch).logits[0, 0])
         assert score == pytest.approx(expected, abs=1e-4)
     manifest = json.loads((out / "ce.manifest.json").read_text())
-    assert manifest["details"]["pairs"] == 30
+    assert manifest["details"]["pairs"] == 30 and manifest["details"]["truncated_pairs"] > 0

