@@ -12,6 +12,7 @@ from rerankcli.retrieve.dense import DenseStage
 from rerankcli.retrieve.fusion import FuseStage
 from rerankcli.load import LoadStage
 from rerankcli.rerank.cross_encoder import CrossEncoderStage
+from rerankcli.rerank.listwise import ListwiseStage
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
 from rerankcli.stage import StageConfig
 
@@ -23,6 +24,7 @@ STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
         "yes-no": YesNoStage,
         "graded": GradedStage,
         "query-likelihood": QueryLikelihoodStage,
+        "listwise": ListwiseStage,
     },
     "fuse": FuseStage,
     "load": LoadStage,

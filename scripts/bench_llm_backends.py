@@ -61,6 +61,8 @@ def main() -> None:
             (" Yes", " No")) for d in docs]
         return {d: _p_yes(a.logprobs) for d, a in zip(docs, answers)}
 
+    answers_by_backend: dict[str, dict] = {}
+
     def measure(label: str, backend, together: bool) -> None:
         start = time.perf_counter()
         if together:
@@ -69,6 +71,7 @@ def main() -> None:
             results = {q: run_programs([(q, program(q))], backend)[q] for q in qids}
         wall = time.perf_counter() - start
         value = evaluate(Run(results), qrels, [ndcg], relevance_level=2).means["ndcg@10"]
+        answers_by_backend[label.split()[0]] = results
         tokens = backend.accounting.prompt_tokens
         print(f"| {label} | {'cross-query' if together else 'per query'} | {pairs} | {wall:.1f} | "
               f"{pairs / wall:.1f} | {tokens / wall:.0f} | {value:.4f} |", flush=True)
@@ -95,6 +98,10 @@ def main() -> None:
         measure("vllm", backend, together=True)
         measure("vllm", backend, together=False)
         backend.close()
+    if {"hf", "vllm"} <= set(answers_by_backend):
+        hf, vllm = answers_by_backend["hf"], answers_by_backend["vllm"]
+        gap = max(abs(hf[q][d] - vllm[q][d]) for q in hf for d in hf[q])
+        print(f"largest |P(Yes) hf - P(Yes) vllm| over {pairs} pairs: {gap:.2e}")
 
 
 def _p_yes(logprobs: dict[str, float]) -> float:

@@ -7,6 +7,7 @@ are what users see, so that is what the tests check.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -185,3 +186,46 @@ def pipeline(folder: Path, data: Path, stages: list[dict]) -> Path:
     path = folder / "pointwise.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
+
+
+@pytest.fixture(scope="session")
+def dl19():
+    """DL19 passages: texts by docid, queries, qrels and the BM25 top-100 run."""
+    from rerankcli.data.formats import read_corpus, read_qrels, read_queries
+    from rerankcli.runs import read_run
+
+    folder = shared("trec-dl19-passage")
+    corpus = read_corpus(folder / "corpus.jsonl")
+    texts = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}
+    queries = read_queries(folder / "queries.tsv")
+    qrels = read_qrels(folder / "qrels.txt")
+    run = read_run(folder / "bm25.top100.trec")
+    return texts, queries, qrels, run
+
+
+@pytest.fixture
+def run_pipeline(rerank, cache_dir, llm_store, tmp_path):
+    """``rerank run`` with the session's converted GGUF models linked into a fresh cache."""
+
+    def call(data: Path, stages: list[dict]):
+        (cache_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        link = cache_dir / "artifacts" / "hf-from-gguf"
+        if not link.exists():
+            link.symlink_to(llm_store.root / "artifacts" / "hf-from-gguf")
+        result = rerank("run", pipeline(tmp_path, data, stages), "-q")
+        assert result.code == 0, result.err
+        return tmp_path / "out"
+
+    return call
+
+
+def check_reranked(out: Path, name: str, bm25) -> dict:
+    """The stage's run reorders each query's top-10 with distinct finite scores; its manifest."""
+    from rerankcli.runs import read_run
+
+    run = read_run(out / f"{name}.trec")
+    for qid in QIDS:
+        assert sorted(run.scores[qid]) == sorted(bm25.scores[qid])  # a permutation of the top-10
+        values = [s for _, s in run.ranked(qid)]
+        assert all(math.isfinite(v) for v in values) and len(set(values)) == len(values)
+    return json.loads((out / f"{name}.manifest.json").read_text())

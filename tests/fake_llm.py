@@ -1,24 +1,34 @@
 """A deterministic backend that answers from the qrels, for testing reranking algorithms.
 
-It reads the query and the passage straight from a request's prompt parts (no model, no
+It reads the query and the passages straight from a request's prompt parts (no model, no
 tokenizer) and answers as a perfect judge would: P(Yes) and the expected label grow with the
-judged relevance, query likelihood too. Any reranker driven by it must produce the ideal order
+judged relevance, query likelihood too; a listwise window is answered "[i] > [j] > …" best
+first, and FIRST's identifiers get log-probabilities that grow with their passage's grade. Any reranker driven by it must produce the ideal order
 of its candidates; if it does not, the algorithm is wrong, not the model.
 """
 
 from __future__ import annotations
 
 import math
+import random
 
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import (
-    Continuation, ContinuationLogprobs, Generate, NextToken, Passage, Prompt, TokenLogprobs,
+    Continuation,
+    ContinuationLogprobs,
+    Generate,
+    Generated,
+    NextToken,
+    Passage,
+    Prompt,
+    TokenLogprobs,
 )
+from rerankcli.runs import Run
 
 
 class QrelsBackend(Backend):
     name = "qrels"
-    answers = frozenset({NextToken, Continuation})
+    answers = frozenset({NextToken, Continuation, Generate})
 
     def __init__(self, qrels: dict[str, dict[str, int]], queries: dict[str, str],
                  passages: dict[str, str], batch_size: int = 32) -> None:
@@ -32,11 +42,15 @@ class QrelsBackend(Backend):
     def single_tokens(self, texts):
         return list(texts)  # every answer form is "one token" for the judge
 
-    def grade(self, prompt: Prompt, query: str | None = None) -> int:
-        passage = next(p.text for p in prompt.parts if isinstance(p, Passage))
+    def grades(self, prompt: Prompt, query: str | None = None) -> list[int]:
+        """The judged grade of every passage in the prompt, in prompt order."""
         if query is None:
             query = next(p for p in prompt.parts if isinstance(p, str) and p in self.qid_of)
-        return self.qrels.get(self.qid_of[query.strip()], {}).get(self.docid_of[passage], 0)
+        judged = self.qrels.get(self.qid_of[query.strip()], {})
+        return [judged.get(self.docid_of[p.text], 0) for p in prompt.parts if isinstance(p, Passage)]
+
+    def grade(self, prompt: Prompt, query: str | None = None) -> int:
+        return self.grades(prompt, query)[0]
 
     def _answer(self, requests):
         self.calls.append(len(requests))
@@ -45,6 +59,13 @@ class QrelsBackend(Backend):
             if isinstance(request, Continuation):
                 grade = self.grade(request.prompt, request.continuation)
                 out.append(ContinuationLogprobs(1, 0, (grade - 5.0, grade - 5.0)))
+            elif isinstance(request, Generate):  # a listwise window: best first, ties in prompt order
+                grades = self.grades(request.prompt)
+                ranked = sorted(range(len(grades)), key=lambda k: -grades[k])
+                out.append(Generated(1, 0, " > ".join(f"[{k + 1}]" for k in ranked), len(ranked)))
+            elif len(self.grades(request.prompt)) > 1:  # FIRST: identifiers name passages in order
+                grades = self.grades(request.prompt)
+                out.append(TokenLogprobs(1, 0, {c: float(g) - 9 for c, g in zip(request.candidates, grades)}))
             else:
                 grade = self.grade(request.prompt)
                 out.append(TokenLogprobs(1, 0, {c: self._logprob(c, grade) for c in request.candidates}))
@@ -62,4 +83,19 @@ class QrelsBackend(Backend):
         return -20.0
 
 
-__all__ = ["QrelsBackend", "Generate"]
+def shuffled(run: Run, qrels, seed: int = 13) -> Run:
+    """Each judged query's candidates in a random order (scores = the shuffled ranks)."""
+    rng = random.Random(seed)
+    out = Run()
+    for qid in run.qids:
+        if qid not in qrels:
+            continue
+        docs = [d for d, _ in run.ranked(qid)]
+        rng.shuffle(docs)
+        for rank, docid in enumerate(docs):
+            out.add(qid, docid, float(len(docs) - rank))
+    return out
+
+
+def ideal(run: Run, qrels) -> Run:
+    return Run({q: {d: float(qrels[q].get(d, 0)) for d in run.scores[q]} for q in run.qids})

@@ -7,51 +7,19 @@ candidates. Real models run in ``test_pointwise_models.py``.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 
-from rerankcli.data.formats import read_corpus, read_qrels, read_queries
 from rerankcli.errors import UserError
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
 from rerankcli.rerank.prompts import load_template
 from rerankcli.rerank.stage import Candidate, Query, merge
-from rerankcli.runs import Run, read_run
-from tests.conftest import shared
-from tests.fake_llm import QrelsBackend
+from rerankcli.runs import Run
+from tests.fake_llm import QrelsBackend, ideal, shuffled
 
 NDCG = parse_metric("ndcg@10")
-
-
-@pytest.fixture(scope="module")
-def dl19():
-    folder = shared("trec-dl19-passage")
-    corpus = read_corpus(folder / "corpus.jsonl")
-    texts = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}
-    queries = read_queries(folder / "queries.tsv")
-    qrels = read_qrels(folder / "qrels.txt")
-    run = read_run(folder / "bm25.top100.trec")
-    return texts, queries, qrels, run
-
-
-def shuffled(run: Run, qrels, seed: int = 13) -> Run:
-    """Each judged query's candidates in a random order (scores = the shuffled ranks)."""
-    rng = random.Random(seed)
-    out = Run()
-    for qid in run.qids:
-        if qid not in qrels:
-            continue
-        docs = [d for d, _ in run.ranked(qid)]
-        rng.shuffle(docs)
-        for rank, docid in enumerate(docs):
-            out.add(qid, docid, float(len(docs) - rank))
-    return out
-
-
-def ideal(run: Run, qrels) -> Run:
-    return Run({q: {d: float(qrels[q].get(d, 0)) for d in run.scores[q]} for q in run.qids})
 
 
 def stage_of(cls, method: str, **fields):
@@ -112,5 +80,5 @@ def test_query_likelihood_templates_must_not_show_the_query(tmp_path):
 
 
 def test_an_unknown_template_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(UserError, match="shipped templates: graded, query-likelihood, yes-no"):
+    with pytest.raises(UserError, match="shipped templates: graded, listwise, listwise-first, query-likelihood, yes-no"):
         stage_of(YesNoStage, "yes-no", prompt="yesno").template(tmp_path)

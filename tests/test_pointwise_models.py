@@ -9,43 +9,15 @@ and is checked against a direct forward pass of that model.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 
 from rerankcli.data.formats import read_queries
-from rerankcli.runs import Run, read_run
-from tests.conftest import QIDS, pipeline, shared
+from rerankcli.runs import read_run
+from tests.conftest import QIDS, check_reranked, shared
 
 LLM_METHODS = ["yes-no", "graded", "query-likelihood"]
-
-
-@pytest.fixture
-def run_pipeline(rerank, cache_dir, llm_store, tmp_path):
-    """``rerank run`` with the session's converted GGUF models linked into a fresh cache."""
-
-    def call(data: Path, stages: list[dict]):
-        (cache_dir / "artifacts").mkdir(parents=True, exist_ok=True)
-        link = cache_dir / "artifacts" / "hf-from-gguf"
-        if not link.exists():
-            link.symlink_to(llm_store.root / "artifacts" / "hf-from-gguf")
-        result = rerank("run", pipeline(tmp_path, data, stages), "-q")
-        assert result.code == 0, result.err
-        return tmp_path / "out"
-
-    return call
-
-
-def check_reranked(out: Path, name: str, bm25: Run) -> dict:
-    run = read_run(out / f"{name}.trec")
-    for qid in QIDS:
-        assert sorted(run.scores[qid]) == sorted(bm25.scores[qid])  # a permutation of the top-10
-        values = [s for _, s in run.ranked(qid)]
-        assert all(math.isfinite(v) for v in values) and len(set(values)) == len(values)
-    manifest = json.loads((out / f"{name}.manifest.json").read_text())
-    assert manifest["details"]["llm"]["calls"] == 30 if "llm" in manifest["details"] else True
-    return manifest
 
 
 def test_smollm_runs_every_pointwise_method_on_transformers(run_pipeline, mini_dl19, smollm_folder):

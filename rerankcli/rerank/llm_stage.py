@@ -9,6 +9,7 @@ queries), and writes the backend's accounting into the manifest.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,6 +107,8 @@ class LLMRerankStage(RerankStage):
                                   on_done=lambda key, result: done(1))
         finally:
             accounting, backend.accounting = backend.accounting, shared
+        accounting.repairs.update(self.repairs(state))
+        self.check_method(state)
         for qid, by_doc in scores.items():
             bad = [d for d, s in by_doc.items() if not math.isfinite(s)]
             if bad:
@@ -118,6 +121,13 @@ class LLMRerankStage(RerankStage):
         """Check the model can do what the method needs (single-token answers, ...) and
         return what the method's programs need to know about it."""
         return None
+
+    def repairs(self, state: Any) -> Counter:
+        """Repairs the method made to the model's answers (parsing), by kind."""
+        return Counter()
+
+    def check_method(self, state: Any) -> None:
+        """Refuse the result when the model's answers were too poor to trust (after compute)."""
 
     def method_details(self, state: Any) -> dict[str, Any]:
         """What the manifest should record about the method's choices (answer tokens, ...)."""

@@ -1,9 +1,11 @@
 """Prompt templates: YAML files with ``user`` (and optionally ``system``, ``answer_prefix``).
 
 A stage's ``prompt:`` names a template shipped in ``prompts/`` or a file (relative to the
-pipeline). ``{query}`` and ``{passage}`` are the placeholders; ``{{`` and ``}}`` are literal
-braces. Each method says which placeholders a template must have and may have, and a
-template that breaks that rule is refused before any model is loaded.
+pipeline). Pointwise templates use ``{query}`` and ``{passage}``. Listwise templates use
+``{query}``, ``{num}`` and ``{passages}``, which expands to one ``item`` per candidate (default
+``"[{id}] {passage}\n"``). ``{{`` and ``}}`` are literal braces. Each method says which
+placeholders a template must have and may have, and a template that breaks that rule is
+refused before any model is loaded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Template:
     system: str | None
     answer_prefix: str
     digest: str
+    item: str = "[{id}] {passage}\n"
 
     def prompt(self, query: str, passage: str, max_passage_tokens: int | None = None) -> Prompt:
         """The prompt for one pair: ``{passage}`` becomes a truncatable ``Passage`` part."""
@@ -41,8 +44,38 @@ class Template:
                 parts.append(Passage(passage, max_tokens=max_passage_tokens))
         return Prompt(tuple(parts), self.system, self.answer_prefix)
 
+    def list_prompt(self, query: str, passages: list[str], ids: list[str],
+                    max_passage_tokens: int | None = None) -> Prompt:
+        """A listwise prompt: ``{passages}`` becomes one ``item`` per passage, in order."""
+        parts: list = []
+        for literal, field, _, _ in string.Formatter().parse(self.user):
+            if literal:
+                parts.append(literal)
+            if field == "query":
+                parts.append(query)
+            elif field == "num":
+                parts.append(str(len(passages)))
+            elif field == "passages":
+                for identifier, passage in zip(ids, passages):
+                    for item_literal, item_field, _, _ in string.Formatter().parse(self.item):
+                        if item_literal:
+                            parts.append(item_literal)
+                        if item_field == "id":
+                            parts.append(identifier)
+                        elif item_field == "passage":
+                            parts.append(Passage(passage, max_tokens=max_passage_tokens))
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
 
-def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[str]) -> Template:
+
+def _placeholders(text: str, path: Path, key: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise UserError(f"{path}: '{key}': {exc} (write literal braces as {{{{ and }}}})") from None
+
+
+def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[str],
+                  listwise: bool = False) -> Template:
     """Read and check a template; ``spec`` is a shipped name or a YAML file path."""
     shipped = SHIPPED / f"{spec}.yaml"
     path = shipped if shipped.is_file() else (base_dir / spec).expanduser()
@@ -56,13 +89,16 @@ def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[st
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict) or not isinstance(data.get("user"), str):
         raise UserError(f"{path}: a prompt template is a mapping with a 'user' string")
-    unknown = set(data) - {"user", "system", "answer_prefix"}
+    keys = {"user", "system", "answer_prefix"} | ({"item"} if listwise else set())
+    unknown = set(data) - keys
     if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)}; use user, system, answer_prefix")
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(data["user"]) if f is not None]
-    except ValueError as exc:
-        raise UserError(f"{path}: 'user': {exc} (write literal braces as {{{{ and }}}})") from None
+        raise UserError(f"{path}: unknown keys {sorted(unknown)}; use {', '.join(sorted(keys))}")
+    fields = _placeholders(data["user"], path, "user")
+    item = str(data.get("item") or Template.item)
+    if listwise:
+        item_fields = set(_placeholders(item, path, "item"))
+        if item_fields != {"id", "passage"}:
+            raise UserError(f"{path}: 'item' must have the placeholders {{id}} and {{passage}} and no others")
     missing = required - set(fields)
     if missing:
         raise UserError(f"{path}: 'user' lacks the placeholder {{{sorted(missing)[0]}}}")
@@ -71,4 +107,4 @@ def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[st
         raise UserError(f"{path}: 'user' has the placeholder {{{sorted(extra)[0]}}}; "
                         f"this method fills only {', '.join('{' + a + '}' for a in sorted(allowed))}")
     return Template(str(spec), data["user"], data.get("system"), str(data.get("answer_prefix") or ""),
-                    text_digest(text))
+                    text_digest(text), item)

@@ -1,0 +1,140 @@
+"""``method: listwise``: rank windows of candidates at once, by generation or by FIRST logits.
+
+Strategies:
+- ``sliding`` (RankGPT): windows of ``window`` candidates, moving by ``stride`` from the bottom
+  of the top-``depth`` list to the top, ``passes`` times; each window's answer is parsed into a
+  permutation (``permutation.py``). With stride ≤ window/2 one pass carries the best
+  ``window - stride`` candidates to the top in order.
+- ``full``: one window holding all ``depth`` candidates (long-context models); passages are
+  cut in tokens so the prompt fits ``max_length``, and the cuts are counted.
+- ``first`` (FIRST): no decoding; the window is ordered by the next-token log-probabilities of
+  the identifiers after "[" (letters A, B, … by default, which must be single tokens).
+
+Each query is a program that yields one window at a time, so the scheduler batches the windows
+of different queries together and no query waits for another. Written scores are
+``depth - rank`` (listwise ranking has no scores of its own).
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections import Counter
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from rerankcli.errors import UserError
+from rerankcli.llm.backend import Backend
+from rerankcli.llm.requests import Generate, NextToken
+from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.llm_stage import LLMRerankStage
+from rerankcli.rerank.permutation import REPAIRS, parse_permutation
+from rerankcli.rerank.prompts import Template, load_template
+from rerankcli.rerank.stage import Query
+
+LETTERS = list(string.ascii_uppercase)
+
+
+class ListwiseStage(LLMRerankStage):
+    method: Literal["listwise"]
+    strategy: Literal["sliding", "full", "first"] = "sliding"
+    window: int = Field(20, ge=2)
+    stride: int = Field(10, ge=1)
+    passes: int = Field(1, ge=1)
+    order: Literal["input", "reverse", "shuffle"] = Field("input", description="candidate order before ranking")
+    seed: int = 0
+    max_new_tokens: int | None = Field(None, gt=0, description="default: 6 tokens per identifier, plus 16")
+    max_repair_rate: float = Field(1.0, ge=0, le=1, description=(
+        "fail the stage when more than this share of windows needed a repair of the model's answer"))
+
+    placeholders: ClassVar = ({"query", "passages"}, {"query", "passages", "num"})
+
+    @model_validator(mode="after")
+    def _window_fits(self) -> ListwiseStage:
+        if self.strategy != "full" and self.stride >= self.window:
+            raise ValueError("stride must be smaller than window, or windows would skip candidates")
+        if self.strategy == "first" and self.window > len(LETTERS):
+            raise ValueError(f"strategy first identifies passages by letters: window is at most {len(LETTERS)}")
+        return self
+
+    @property
+    def default_prompt(self) -> str:  # type: ignore[override]
+        return "listwise-first" if self.strategy == "first" else "listwise"
+
+    @property
+    def asks(self) -> tuple[type, ...]:  # type: ignore[override]
+        return (NextToken,) if self.strategy == "first" else (Generate,)
+
+    def template(self, base_dir: Any) -> Template:
+        required, allowed = self.placeholders
+        return load_template(self.prompt or self.default_prompt, base_dir, required, allowed, listwise=True)
+
+    def size(self) -> int:
+        return self.depth if self.strategy == "full" else self.window
+
+    # -- method ------------------------------------------------------------------------------
+    def prepare_method(self, backend: Backend) -> dict[str, Any]:
+        state: dict[str, Any] = {"repairs": {}, "windows": 0, "repaired_windows": 0}
+        if self.strategy == "first":
+            ids = LETTERS[: self.size()]
+            split = [i for i in ids if i not in set(backend.single_tokens(ids))]
+            if split:
+                raise UserError(f"stage '{self.name}': strategy first needs identifiers that are single "
+                                f"tokens; this model's tokenizer splits {split}")
+        return state
+
+    def repairs(self, state: dict[str, Any]) -> Counter:
+        totals: Counter = Counter()
+        for counts in state["repairs"].values():
+            totals.update(counts)
+        return totals
+
+    def method_details(self, state: dict[str, Any]) -> dict[str, Any]:
+        totals = self.repairs(state)
+        return {"windows": state["windows"], "repaired_windows": state["repaired_windows"],
+                "repairs": {k: totals[k] for k in REPAIRS if totals[k]},
+                "repairs_per_query": {q: dict(c) for q, c in sorted(state["repairs"].items()) if c}}
+
+    def check_method(self, state: dict[str, Any]) -> None:
+        if state["windows"] and state["repaired_windows"] / state["windows"] > self.max_repair_rate:
+            raise UserError(f"stage '{self.name}': {state['repaired_windows']} of {state['windows']} windows "
+                            f"needed their answer repaired (more than max_repair_rate "
+                            f"{self.max_repair_rate:g}); the model does not follow the output format")
+
+    def program(self, query: Query, template: Template, state: dict[str, Any]) -> Program:
+        order = list(range(len(query.candidates)))
+        if self.order == "reverse":
+            order.reverse()
+        elif self.order == "shuffle":
+            random.Random(f"{self.seed}:{query.qid}").shuffle(order)
+        repairs: Counter = Counter()
+        size = self.size()
+        stride = size if self.strategy == "full" else self.stride
+        for _ in range(self.passes if len(order) > 1 else 0):  # one candidate: nothing to rank
+            end = len(order)
+            while True:
+                start = max(0, end - size)
+                window = order[start:end]
+                texts = [query.candidates[i].text for i in window]
+                if self.strategy == "first":
+                    ids = LETTERS[: len(window)]
+                    prompt = template.list_prompt(query.text, texts, ids, self.max_passage_tokens)
+                    (answer,) = yield [NextToken(prompt, tuple(ids))]
+                    ranked = sorted(range(len(window)), key=lambda k: -answer.logprobs[ids[k]])
+                    found: Counter = Counter()
+                else:
+                    ids = [str(k + 1) for k in range(len(window))]
+                    prompt = template.list_prompt(query.text, texts, ids, self.max_passage_tokens)
+                    budget = self.max_new_tokens or 6 * len(window) + 16
+                    (answer,) = yield [Generate(prompt, max_new_tokens=budget)]
+                    ranked, found = parse_permutation(answer.text, len(window))
+                state["windows"] += 1
+                state["repaired_windows"] += bool(found)
+                repairs.update(found)
+                order[start:end] = [window[k] for k in ranked]
+                if start == 0:
+                    break
+                end -= stride
+        state["repairs"][query.qid] = repairs
+        return {query.candidates[i].docid: float(len(order) - rank) for rank, i in enumerate(order)}
