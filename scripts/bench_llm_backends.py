@@ -64,6 +64,8 @@ def main() -> None:
     answers_by_backend: dict[str, dict] = {}
 
     def measure(label: str, backend, together: bool) -> None:
+        if hasattr(backend, "llm"):  # vLLM: no prefix-cache hits left over from the last measurement
+            backend.llm.reset_prefix_cache()
         start = time.perf_counter()
         if together:
             results = run_programs(((q, program(q)) for q in qids), backend)

