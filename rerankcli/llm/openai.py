@@ -67,8 +67,9 @@ class OpenAIBackend(Backend):
         self.client = httpx.Client(base_url=config.base_url.rstrip("/"), headers=headers,
                                    timeout=config.timeout_s)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = config.served_model or self._served_model()
-        self.renderer = Renderer(self.tokenizer, config.max_length or self._context_length(), config.chat)
+        listed = self._request("GET", "/models").get("data", [])
+        self.model = config.served_model or self._served_model(listed)
+        self.renderer = Renderer(self.tokenizer, config.max_length or self._context_length(listed), config.chat)
         log(f"openai: {self.model} at {config.base_url}, {config.concurrency} requests in flight")
 
     def _answer(self, requests: list[Request]) -> list[Response]:
@@ -146,16 +147,16 @@ class OpenAIBackend(Backend):
         raise UserError(f"backend openai: {method} {url} failed after "
                         f"{self.config.max_retries + 1} attempts; last: {last}")
 
-    def _served_model(self) -> str:
-        models = [m.get("id") for m in self._request("GET", "/models").get("data", [])]
+    def _served_model(self, listed: list[dict[str, Any]]) -> str:
+        models = [m.get("id") for m in listed]
         if len(models) != 1:
             raise UserError(f"backend openai: the server at {self.config.base_url} serves {models}; "
                             "set served_model")
         return models[0]
 
-    def _context_length(self) -> int:
+    def _context_length(self, listed: list[dict[str, Any]]) -> int:
         """The server's max_model_len (vLLM lists it), else the tokenizer's, else 4096."""
-        for entry in self._request("GET", "/models").get("data", []):
+        for entry in listed:
             if entry.get("id") == self.model and entry.get("max_model_len"):
                 return int(entry["max_model_len"])
         length = int(getattr(self.tokenizer, "model_max_length", 0) or 0)
