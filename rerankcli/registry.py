@@ -12,7 +12,9 @@ from rerankcli.retrieve.dense import DenseStage
 from rerankcli.retrieve.fusion import FuseStage
 from rerankcli.load import LoadStage
 from rerankcli.rerank.cross_encoder import CrossEncoderStage
+from rerankcli.rerank.icr import IcrStage
 from rerankcli.rerank.listwise import ListwiseStage
+from rerankcli.rerank.pairwise import PairwiseStage
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
 from rerankcli.stage import StageConfig
 
@@ -25,6 +27,8 @@ STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
         "graded": GradedStage,
         "query-likelihood": QueryLikelihoodStage,
         "listwise": ListwiseStage,
+        "pairwise": PairwiseStage,
+        "icr": IcrStage,
     },
     "fuse": FuseStage,
     "load": LoadStage,

@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from dl19 import DATA, load
-    from rerankcli.llm.registry import close_backends, open_backend
+    from dl19 import DATA, backend_config, fresh_backend, load
+    from rerankcli.llm.registry import close_backends
     from rerankcli.models import resolve_model
     from rerankcli.rerank.listwise import ListwiseStage
     from rerankcli.rerank.stage import merge
@@ -44,11 +44,7 @@ def main() -> None:
 
     dl19 = load(args.data or DATA, args.depth, args.queries)
     candidates, bm25, score = dl19.candidates, dl19.bm25, dl19.ndcg10
-    backend_config = ({"type": "vllm", "dtype": "float32", "max_length": 8192, "gpu_memory_utilization": 0.3,
-                       "enforce_eager": True, "multiprocessing": False}
-                      if args.backend == "vllm" else {"type": "hf", "batch_size": args.batch_size})
-    if "gemma" in args.model:
-        backend_config["chat"] = False
+    config = backend_config(args.backend, args.model, args.batch_size, max_length=8192)
     model = resolve_model(args.model, ROOT)
     store = Store(default_cache_dir())
 
@@ -58,13 +54,11 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for strategy in args.strategies:
         stage = ListwiseStage(name=strategy, type="rerank", method="listwise", strategy=strategy, model=args.model,
-                              depth=args.depth, window=args.window, stride=args.stride, backend=backend_config,
+                              depth=args.depth, window=args.window, stride=args.stride, backend=config,
                               max_passage_tokens=args.max_passage_tokens)
-        backend = open_backend(stage.backend_config(), model, store, lambda m: None)
         template = stage.template(ROOT)
         for mode in args.modes:
-            if hasattr(backend, "llm"):  # vLLM: no prefix-cache hits from the previous row
-                backend.llm.reset_prefix_cache()
+            backend = fresh_backend(stage, model, store)
             start = time.perf_counter()
             if mode == "cross-query":
                 scores, books, state = stage.rerank(candidates, template, backend)

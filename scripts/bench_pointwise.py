@@ -16,8 +16,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["yes-no", "graded", "query-likelihood"]
-VLLM_CPU = {"type": "vllm", "dtype": "float32", "max_length": 4096, "gpu_memory_utilization": 0.3,
-            "enforce_eager": True, "multiprocessing": False}
 
 
 def main() -> None:
@@ -32,8 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from dl19 import DATA, load
-    from rerankcli.llm.registry import close_backends, open_backend
+    from dl19 import DATA, backend_config, fresh_backend, load
+    from rerankcli.llm.registry import close_backends
     from rerankcli.models import resolve_model
     from rerankcli.registry import STAGES
     from rerankcli.rerank.stage import merge
@@ -49,15 +47,11 @@ def main() -> None:
     for spec in args.models:
         model = resolve_model(spec, ROOT)
         for backend_name in args.backends:
-            backend_config = VLLM_CPU if backend_name == "vllm" else {"type": "hf", "batch_size": args.batch_size}
-            if "gemma" in spec:  # a base model: plain prompts, not the instruction chat template
-                backend_config = {**backend_config, "chat": False}
+            config = backend_config(backend_name, spec, args.batch_size)
             for method in args.methods:
                 stage = STAGES["rerank"][method](name=method, type="rerank", method=method, model=spec,
-                                                 depth=args.depth, backend=backend_config)
-                backend = open_backend(stage.backend_config(), model, store, lambda m: None)
-                if hasattr(backend, "llm"):  # vLLM: no prefix-cache hits from the previous row
-                    backend.llm.reset_prefix_cache()
+                                                 depth=args.depth, backend=config)
+                backend = fresh_backend(stage, model, store)
                 start = time.perf_counter()
                 scores, accounting, _ = stage.rerank(candidates, stage.template(ROOT), backend)
                 wall = time.perf_counter() - start

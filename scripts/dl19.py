@@ -41,3 +41,30 @@ def load(data: Path, depth: int, limit: int | None = None) -> DL19:
     bm25 = Run({q: run.scores[q] for q in qids}).top(depth)
     candidates = [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in bm25.ranked(q))) for q in qids]
     return DL19(texts, queries, qrels, bm25, candidates)
+
+
+def backend_config(backend: str, model: str, batch_size: int, max_length: int = 4096) -> dict:
+    """The backend settings of the benchmarks: vLLM in-process and eager in float32 on a CPU
+    (host memory is its KV cache: 30%), its own defaults on a GPU; hf with ``batch_size``."""
+    import torch
+
+    if backend == "vllm":
+        config: dict = {"type": "vllm", "max_length": max_length}
+        if not torch.cuda.is_available():
+            config.update(dtype="float32", gpu_memory_utilization=0.3, enforce_eager=True, multiprocessing=False)
+    else:
+        config = {"type": "hf", "batch_size": batch_size}
+    if "gemma" in model:  # a base model: plain prompts, not the instruction chat template
+        config["chat"] = False
+    return config
+
+
+def fresh_backend(stage, model, store):
+    """The stage's backend (opened once per process), with vLLM's prefix cache emptied so that a
+    row gets no cache hits from the previous one."""
+    from rerankcli.llm.registry import open_backend
+
+    backend = open_backend(stage.backend_config(), model, store, lambda m: None)
+    if hasattr(backend, "llm"):
+        backend.llm.reset_prefix_cache()
+    return backend

@@ -152,6 +152,16 @@ def tiny_llama(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
 # -- a small DL19 slice for rerank stages on real models ------------------------------------------
 
 #: three DL19 queries with several relevance grades each
+@pytest.fixture(scope="session")
+def tiny_eager(tiny_llama):
+    """The tiny Llama with eager attention in float32: the brute-force reference for attention."""
+    import torch
+    import transformers
+
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        tiny_llama, dtype=torch.float32, attn_implementation="eager").eval()
+
+
 QIDS = ["19335", "47923", "87181"]
 
 

@@ -3,8 +3,10 @@
 It reads the query and the passages straight from a request's prompt parts (no model, no
 tokenizer) and answers as a perfect judge would: P(Yes) and the expected label grow with the
 judged relevance, query likelihood too; a listwise window is answered "[i] > [j] > …" best
-first, and FIRST's identifiers get log-probabilities that grow with their passage's grade. Any reranker driven by it must produce the ideal order
-of its candidates; if it does not, the algorithm is wrong, not the model.
+first; letters (FIRST's identifiers, PRP's "A" and "B") get log-probabilities that grow with
+the grade of the passage they name, and a generated PRP answer names the better passage ("A"
+on a tie). Any reranker driven by it must produce the ideal order of its candidates; if it
+does not, the algorithm is wrong, not the model.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rerankcli.llm.requests import (
     Prompt,
     TokenLogprobs,
 )
+from rerankcli.rerank.stage import Candidate, Query
 from rerankcli.runs import Run
 
 
@@ -49,6 +52,10 @@ class QrelsBackend(Backend):
         judged = self.qrels.get(self.qid_of[query.strip()], {})
         return [judged.get(self.docid_of[p.text], 0) for p in prompt.parts if isinstance(p, Passage)]
 
+    @staticmethod
+    def pairwise(prompt: Prompt) -> bool:
+        return "Passage A" in "".join(p for p in prompt.parts if isinstance(p, str))
+
     def grade(self, prompt: Prompt, query: str | None = None) -> int:
         return self.grades(prompt, query)[0]
 
@@ -59,13 +66,17 @@ class QrelsBackend(Backend):
             if isinstance(request, Continuation):
                 grade = self.grade(request.prompt, request.continuation)
                 out.append(ContinuationLogprobs(1, 0, (grade - 5.0, grade - 5.0)))
+            elif isinstance(request, Generate) and self.pairwise(request.prompt):
+                a, b = self.grades(request.prompt)
+                out.append(Generated(1, 0, " B" if b > a else " A", 1))
             elif isinstance(request, Generate):  # a listwise window: best first, ties in prompt order
                 grades = self.grades(request.prompt)
                 ranked = sorted(range(len(grades)), key=lambda k: -grades[k])
                 out.append(Generated(1, 0, " > ".join(f"[{k + 1}]" for k in ranked), len(ranked)))
-            elif len(self.grades(request.prompt)) > 1:  # FIRST: identifiers name passages in order
+            elif len(self.grades(request.prompt)) > 1:  # letters name the passages in prompt order
                 grades = self.grades(request.prompt)
-                out.append(TokenLogprobs(1, 0, {c: float(g) - 9 for c, g in zip(request.candidates, grades)}))
+                out.append(TokenLogprobs(1, 0, {c: float(grades[ord(c.strip()) - ord("A")]) - 9
+                                                for c in request.candidates}))
             else:
                 grade = self.grade(request.prompt)
                 out.append(TokenLogprobs(1, 0, {c: self._logprob(c, grade) for c in request.candidates}))
@@ -81,6 +92,11 @@ class QrelsBackend(Backend):
         if word.isdigit():  # a label: the judged grade gets the mass
             return 0.0 if int(word) == grade else -6.0
         return -20.0
+
+
+def queries_of(run: Run, texts: dict[str, str], queries: dict[str, str]) -> list[Query]:
+    """Each query of ``run`` with its ranked candidates' texts, as a rerank stage sees them."""
+    return [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in run.ranked(q))) for q in run.qids]
 
 
 def shuffled(run: Run, qrels, seed: int = 13) -> Run:

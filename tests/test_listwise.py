@@ -16,8 +16,8 @@ from rerankcli.errors import UserError
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.llm.requests import Generated
 from rerankcli.rerank.listwise import ListwiseStage
-from rerankcli.rerank.stage import Candidate, Query, merge
-from tests.fake_llm import QrelsBackend, ideal, shuffled
+from rerankcli.rerank.stage import merge
+from tests.fake_llm import QrelsBackend, ideal, queries_of, shuffled
 
 NDCG = parse_metric("ndcg@10")
 
@@ -25,10 +25,6 @@ NDCG = parse_metric("ndcg@10")
 def stage_of(**fields) -> ListwiseStage:
     return ListwiseStage(**{"name": "lw", "type": "rerank", "method": "listwise", "model": "judge",
                             "depth": 100, **fields})
-
-
-def queries_of(run, texts, queries) -> list[Query]:
-    return [Query(q, queries[q], tuple(Candidate(d, texts[d]) for d, _ in run.ranked(q))) for q in run.qids]
 
 
 def rerank(stage, run, dl19, batch_size=16):

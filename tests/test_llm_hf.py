@@ -47,47 +47,42 @@ def tiny(tiny_llama):
     backend.close()
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_llama):
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        tiny_llama, dtype=torch.float32, attn_implementation="eager").eval()
-
 
 def plain_logprobs(model, ids: list[int]):
     with torch.inference_mode():
         return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
 
 
-def test_next_token_logprobs_equal_an_unbatched_forward(tiny, reference):
+def test_next_token_logprobs_equal_an_unbatched_forward(tiny, tiny_eager):
     requests = [NextToken(relevance_prompt(p), (" Yes", " No")) for p in PASSAGES]
     answers = tiny.answer(requests)  # batch_size 2: one padded batch of two, one of one
     for request, answer in zip(requests, answers):
         ids = tiny.renderer.render(request.prompt, reserve=1).ids
-        last = plain_logprobs(reference, ids)[-1]
+        last = plain_logprobs(tiny_eager, ids)[-1]
         for candidate in request.candidates:
             token = tiny.renderer.single_token(candidate)
             assert answer.logprobs[candidate] == pytest.approx(float(last[token]), abs=1e-5)
         assert answer.prompt_tokens == len(ids)
 
 
-def test_continuation_logprobs_equal_an_unbatched_forward(tiny, reference):
+def test_continuation_logprobs_equal_an_unbatched_forward(tiny, tiny_eager):
     requests = [Continuation(Prompt.of("Passage: ", Passage(p), "\nPlease write a question based "
                                        "on this passage.\nQuestion:"), " " + QUERY) for p in PASSAGES]
     for request, answer in zip(requests, tiny.answer(requests)):
         prompt = tiny.renderer.render(request.prompt).ids
         tail = tiny.renderer.encode(request.continuation)
-        rows = plain_logprobs(reference, prompt + tail)
+        rows = plain_logprobs(tiny_eager, prompt + tail)
         expected = [float(rows[len(prompt) - 1 + j][t]) for j, t in enumerate(tail)]
         assert answer.logprobs == pytest.approx(expected, abs=1e-5)
         assert len(answer.logprobs) == len(tail)
 
 
-def test_generation_equals_unpadded_greedy_decoding(tiny, reference):
+def test_generation_equals_unpadded_greedy_decoding(tiny, tiny_eager):
     requests = [Generate(relevance_prompt(p), max_new_tokens=6) for p in PASSAGES]
     for request, answer in zip(requests, tiny.answer(requests)):
         ids = tiny.renderer.render(request.prompt, reserve=6).ids
         with torch.inference_mode():
-            out = reference.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
+            out = tiny_eager.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False,
                                      pad_token_id=tiny.pad_id)[0, len(ids):].tolist()
         eos = tiny.tokenizer.eos_token_id
         out = out[: out.index(eos)] if eos in out else out
@@ -103,25 +98,25 @@ def brute_force_attention(model, ids: list[int], rows: list[int], prefix: int) -
     return total[rows, :prefix].mean(dim=0).tolist()
 
 
-def test_attention_equals_brute_force_without_cache_reuse(tiny, reference):
+def test_attention_equals_brute_force_without_cache_reuse(tiny, tiny_eager):
     request = Attention(icr_prompt(), (QUERY, "N/A"))
     (answer,) = tiny.answer([request])
     rendered = tiny.renderer.render_probes(request.prompt, request.probes)
     prefix = rendered.prefix.ids
     for k, (suffix, rows) in enumerate(zip(rendered.suffixes, rendered.probe_rows)):
-        expected = brute_force_attention(reference, prefix + suffix, [len(prefix) + r for r in rows], len(prefix))
+        expected = brute_force_attention(tiny_eager, prefix + suffix, [len(prefix) + r for r in rows], len(prefix))
         assert answer.received[k] == pytest.approx(expected, abs=1e-4)
     assert set(answer.spans) == {"d1", "d2", "d3"}
     assert all(math.isfinite(v) for v in answer.per_label(0).values())
 
 
-def test_attention_of_selected_layers_only(tiny, reference):
+def test_attention_of_selected_layers_only(tiny, tiny_eager):
     request = Attention(icr_prompt(), (QUERY,), layers=(1,))
     (answer,) = tiny.answer([request])
     rendered = tiny.renderer.render_probes(request.prompt, request.probes)
     prefix, suffix, rows = rendered.prefix.ids, rendered.suffixes[0], rendered.probe_rows[0]
     with torch.inference_mode():
-        layer = reference(torch.tensor([prefix + suffix]), output_attentions=True).attentions[1]
+        layer = tiny_eager(torch.tensor([prefix + suffix]), output_attentions=True).attentions[1]
     expected = layer[0].float().sum(dim=0)[[len(prefix) + r for r in rows], : len(prefix)].mean(dim=0)
     assert answer.received[0] == pytest.approx(expected.tolist(), abs=1e-4)
 
@@ -196,3 +191,28 @@ def test_gemma_answers_every_request_kind(gemma_folder):
     assert math.isfinite(question.mean)
     assert generated.new_tokens > 0
     assert all(math.isfinite(v) for row in attention.received for v in row)
+
+
+def test_gemma_attention_beyond_its_sliding_window_equals_brute_force(gemma_folder):
+    """Gemma 3 caches only the last ``sliding_window`` keys in most layers: rows must still align,
+    with two prompts of different lengths left-padded into one batch."""
+    backend = HFBackend(HFConfig(dtype="float32", chat=False), gemma_folder, log=lambda m: None)
+    window = backend.model.config.get_text_config().sliding_window
+    requests = []
+    for count in (40, 33):
+        parts: list = ["Here are some documents.\n"]
+        for i in range(count):
+            parts += [f"[{i}] ", Passage(" ".join(PASSAGES), label=f"d{i}"), "\n"]
+        requests.append(Attention(Prompt.of(*parts, "Query: ", Probe()), (QUERY, "N/A")))
+    answers = backend.answer(requests)
+    assert backend.accounting.manifest()["batches"] == 1
+    eager = transformers.AutoModelForCausalLM.from_pretrained(
+        gemma_folder, dtype=torch.float32, attn_implementation="eager").eval()
+    for request, answer in zip(requests, answers):
+        rendered = backend.renderer.render_probes(request.prompt, request.probes)
+        prefix = rendered.prefix.ids
+        assert len(prefix) > window + 100
+        for k, (suffix, rows) in enumerate(zip(rendered.suffixes, rendered.probe_rows)):
+            expected = brute_force_attention(eager, prefix + suffix, [len(prefix) + r for r in rows], len(prefix))
+            assert answer.received[k] == pytest.approx(expected, abs=1e-4)
+        assert answer.received[0][0] > 0  # beyond the window of most layers, not of the full ones

@@ -19,23 +19,49 @@ _active: list[Recording] = []
 
 
 class Recording:
-    def __init__(self, rows: list[int], layers: set[int]) -> None:
+    """Rows to record for each sequence of the batch (positions in the current input)."""
+
+    def __init__(self, rows: list[list[int]], layers: set[int]) -> None:
         self.rows = rows
         self.layers = layers
         self.sums: Any = None
+        self._index: Any = None
+
+    def index(self, device: Any) -> tuple[Any, Any]:
+        """[batch, rows] positions (short lists padded by repeating their first row) and the
+        weight of each, 1/len(rows) or 0 for padding, so a weighted sum is each sequence's mean."""
+        if self._index is None:
+            import torch
+
+            width = max(len(r) for r in self.rows)
+            index = torch.tensor([r + [r[0]] * (width - len(r)) for r in self.rows])
+            weight = torch.tensor([[1.0 / len(r)] * len(r) + [0.0] * (width - len(r)) for r in self.rows])
+            self._index = (index, weight)
+        return self._index[0].to(device), self._index[1].to(device)
 
     def add(self, received: Any) -> None:
-        self.sums = received if self.sums is None else self.sums + received
+        """Add one layer's row; a sliding-window layer (Gemma 3) caches only the last keys.
+
+        Every layer's keys end at the current token, so rows are aligned on the right and the
+        positions a sliding layer no longer sees received nothing from it.
+        """
+        if self.sums is None:
+            self.sums = received
+            return
+        import torch.nn.functional as F
+
+        width = max(self.sums.shape[-1], received.shape[-1])
+        self.sums = F.pad(self.sums, (width - self.sums.shape[-1], 0)) + F.pad(received, (width - received.shape[-1], 0))
 
     def total(self) -> Any:
-        """Attention received by each key position, summed over layers and heads, mean over rows."""
+        """[batch, keys]: attention each key received, summed over layers and heads, mean over rows."""
         if self.sums is None:
             raise RuntimeError("no attention was recorded (is the model's attention pluggable?)")
         return self.sums.cpu()
 
 
 @contextlib.contextmanager
-def recording(rows: list[int], layers: set[int]) -> Iterator[Recording]:
+def recording(rows: list[list[int]], layers: set[int]) -> Iterator[Recording]:
     record = Recording(rows, layers)
     _active.append(record)
     try:
@@ -53,23 +79,26 @@ def _rows_attention(module: Any, query: Any, key: Any, value: Any, attention_mas
                                     scaling=scaling, dropout=dropout, **kwargs)
     record = _active[-1] if _active else None
     if record is not None and getattr(module, "layer_idx", None) in record.layers:
-        rows = torch.tensor(record.rows, device=query.device)
-        q = query.index_select(2, rows).float()
-        k = repeat_kv(key, query.shape[1] // key.shape[1]).float()
-        scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-        scores = q @ k.transpose(-1, -2) * scale
+        rows, weight = record.index(query.device)  # [batch, rows]
+        batch, heads, _, dim = query.shape
+        q = query.gather(2, rows[:, None, :, None].expand(batch, heads, rows.shape[1], dim)).float()
+        k = repeat_kv(key, heads // key.shape[1]).float()
+        scale = scaling if scaling is not None else dim ** -0.5
+        scores = q @ k.transpose(-1, -2) * scale  # [batch, heads, rows, keys]
         softcap = kwargs.get("softcap")
         if softcap:
             scores = torch.tanh(scores / softcap) * softcap
+        keys = k.shape[-2]
         if attention_mask is not None:
-            mask = attention_mask[:, :, :, : k.shape[-2]].index_select(2, rows)
+            mask = attention_mask[:, :, :, :keys]
+            mask = mask.expand(batch, 1, mask.shape[2], keys).gather(2, rows[:, None, :, None].expand(batch, 1, rows.shape[1], keys))
             scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-        else:  # causal, query rows are the last positions of the keys
-            offset = k.shape[-2] - query.shape[2]
-            allowed = torch.arange(k.shape[-2], device=q.device)[None, :] <= (rows[:, None] + offset)
-            scores = scores.masked_fill(~allowed, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # [batch, heads, rows, keys]
-        record.add(weights.sum(dim=1).mean(dim=1)[0])
+        else:  # causal, no padding: the input's rows are the last positions of the keys
+            offset = keys - query.shape[2]
+            allowed = torch.arange(keys, device=q.device)[None, None, :] <= (rows[:, :, None] + offset)
+            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+        weights = torch.softmax(scores, dim=-1).sum(dim=1)  # [batch, rows, keys], summed over heads
+        record.add((weights * weight[:, :, None]).sum(dim=1))
     return output
 
 

@@ -3,14 +3,13 @@
 Forward-only requests (``NextToken``, ``Continuation``) run left-padded with explicit position
 ids, so a padded row computes what it would alone, and only the last positions' logits are
 projected onto the vocabulary (Gemma's vocabulary is 262k: full logits would not fit).
-``Attention`` runs the shared prefix once, keeps its KV cache, and for each probe computes
-softmax(QKᵀ) only for the probe's rows, through an attention function registered with
+``Attention`` runs the shared prefixes of a batch of requests once (left-padded), then all their
+probes in one pass on that KV cache, and computes softmax(QKᵀ) only for the probes' rows, through an attention function registered with
 transformers (``attention_rows.py``): no forked modeling code, any decoder-only model.
 """
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
@@ -170,34 +169,70 @@ class HFBackend(Backend):
 
     # -- attention ----------------------------------------------------------------------------
     def _attention(self, requests: list[Attention]) -> list[Response]:
+        """Prefixes of up to ``batch_size`` requests in one left-padded pass; then every probe of
+        those requests in one pass on the prefixes' KV cache, recording only the probes' rows."""
+        layers_total = self.model.config.get_text_config().num_hidden_layers
+        rendered = []
+        for request in requests:
+            layers = set(request.layers) if request.layers is not None else set(range(layers_total))
+            if not layers <= set(range(layers_total)):
+                raise UserError(f"layers {sorted(layers)}: the model has {layers_total} (0..{layers_total - 1})")
+            probes = self.renderer.render_probes(request.prompt, request.probes, reserve=0)
+            if not all(probes.probe_rows):
+                raise UserError("an attention probe is empty in model tokens")
+            rendered.append((frozenset(layers), probes))
+        out: list[Response | None] = [None] * len(requests)
+        by_layers: dict[frozenset[int], list[int]] = defaultdict(list)
+        for i, (layers, _) in enumerate(rendered):
+            by_layers[layers].append(i)
+        for layers, indices in by_layers.items():
+            prefixes = [rendered[i][1].prefix.ids for i in indices]
+            for batch in self._buckets(prefixes):
+                group = [indices[j] for j in batch]
+                for i, received in zip(group, self._attention_batch([rendered[i][1] for i in group], layers)):
+                    probes = rendered[i][1]
+                    tokens = len(probes.prefix.ids) + max(len(s) for s in probes.suffixes)
+                    out[i] = AttentionMass(tokens, probes.prefix.truncated, received, probes.prefix.spans)
+        return out  # type: ignore[return-value]
+
+    def _attention_batch(self, rendered: list[Any], layers: frozenset[int]) -> list[tuple[tuple[float, ...], ...]]:
         from rerankcli.llm.attention_rows import recording, use_row_attention
 
-        torch = self.torch
-        layers_total = self.model.config.get_text_config().num_hidden_layers
-        out: list[Response] = []
+        torch, device = self.torch, self.device
+        lengths = [len(r.prefix.ids) for r in rendered]
+        width = max(lengths)
+        ids = torch.full((len(rendered), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rendered), width), dtype=torch.long)
+        for row, r in enumerate(rendered):
+            ids[row, width - lengths[row]:] = torch.tensor(r.prefix.ids)
+            mask[row, width - lengths[row]:] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # every (request, probe) pair is one row of the second pass, on its request's cache
+        items = [(row, k) for row, r in enumerate(rendered) for k in range(len(r.suffixes))]
+        suffixes = [rendered[row].suffixes[k] for row, k in items]
+        tail = max(len(s) for s in suffixes)
+        tail_ids = torch.full((len(items), tail), self.pad_id, dtype=torch.long)
+        tail_mask = torch.zeros((len(items), tail), dtype=torch.long)
+        for n, suffix in enumerate(suffixes):
+            tail_ids[n, : len(suffix)] = torch.tensor(suffix)
+            tail_mask[n, : len(suffix)] = 1
+        owner = torch.tensor([row for row, _ in items])
+        tail_positions = torch.tensor([lengths[row] for row, _ in items])[:, None] + torch.arange(tail)[None, :]
         with use_row_attention(self.model):
-            for request in requests:
-                layers = set(request.layers) if request.layers is not None else set(range(layers_total))
-                if not layers <= set(range(layers_total)):
-                    raise UserError(f"layers {sorted(layers)}: the model has {layers_total} (0..{layers_total - 1})")
-                rendered = self.renderer.render_probes(request.prompt, request.probes, reserve=0)
-                prefix = rendered.prefix.ids
-                cache = self.model(input_ids=torch.tensor([prefix], device=self.device),
-                                   use_cache=True).past_key_values
-                received = []
-                for suffix, rows in zip(rendered.suffixes, rendered.probe_rows):
-                    if not rows:
-                        raise UserError("an attention probe is empty in model tokens")
-                    positions = torch.arange(len(prefix), len(prefix) + len(suffix), device=self.device)
-                    with recording(rows, layers) as record:
-                        self.model(input_ids=torch.tensor([suffix], device=self.device),
-                                   past_key_values=copy.deepcopy(cache), position_ids=positions[None],
-                                   use_cache=True)
-                    received.append(tuple(record.total()[: len(prefix)].tolist()))
-                tokens = len(prefix) + max(len(s) for s in rendered.suffixes)
-                out.append(AttentionMass(tokens, rendered.prefix.truncated, tuple(received),
-                                         rendered.prefix.spans))
-        return out
+            cache = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                               position_ids=positions.to(device), use_cache=True).past_key_values
+            cache.reorder_cache(owner.to(device))
+            rows = [rendered[row].probe_rows[k] for row, k in items]  # positions in the tail
+            with recording(rows, set(layers)) as record:
+                self.model(input_ids=tail_ids.to(device),
+                           attention_mask=torch.cat([mask[owner], tail_mask], dim=1).to(device),
+                           position_ids=tail_positions.to(device), past_key_values=cache, use_cache=True)
+            total = record.total()  # [items, keys], keys right-aligned on the last tail position
+        received: list[list[tuple[float, ...]]] = [[] for _ in rendered]
+        for n, (row, _) in enumerate(items):
+            start = total.shape[-1] - tail - lengths[row]
+            received[row].append(tuple(total[n, start: start + lengths[row]].tolist()))
+        return [tuple(r) for r in received]
 
     def close(self) -> None:
         self.model = None

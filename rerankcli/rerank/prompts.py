@@ -1,7 +1,8 @@
 """Prompt templates: YAML files with ``user`` (and optionally ``system``, ``answer_prefix``).
 
 A stage's ``prompt:`` names a template shipped in ``prompts/`` or a file (relative to the
-pipeline). Pointwise templates use ``{query}`` and ``{passage}``. Listwise templates use
+pipeline). Pointwise templates use ``{query}`` and ``{passage}``; pairwise ones ``{query}``,
+``{passage_a}`` and ``{passage_b}``. Listwise templates use
 ``{query}``, ``{num}`` and ``{passages}``, which expands to one ``item`` per candidate (default
 ``"[{id}] {passage}\n"``). ``{{`` and ``}}`` are literal braces. Each method says which
 placeholders a template must have and may have, and a template that breaks that rule is
@@ -19,7 +20,7 @@ import yaml
 
 from rerankcli.errors import UserError
 from rerankcli.hashing import text_digest
-from rerankcli.llm.requests import Passage, Prompt
+from rerankcli.llm.requests import Passage, Probe, Prompt
 
 SHIPPED = Path(__file__).parent / "prompts"
 
@@ -38,6 +39,14 @@ class Template:
         parts = _fill(self.user, {"query": query, "passage": Passage(passage, max_tokens=max_passage_tokens)})
         return Prompt(tuple(parts), self.system, self.answer_prefix)
 
+    def pair_prompt(self, query: str, passage_a: str, passage_b: str,
+                    max_passage_tokens: int | None = None) -> Prompt:
+        """A pairwise prompt: both passages truncatable, each on its own."""
+        parts = _fill(self.user, {"query": query,
+                                  "passage_a": Passage(passage_a, max_tokens=max_passage_tokens),
+                                  "passage_b": Passage(passage_b, max_tokens=max_passage_tokens)})
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
+
     def list_prompt(self, query: str, passages: list[str], ids: list[str],
                     max_passage_tokens: int | None = None) -> Prompt:
         """A listwise prompt: ``{passages}`` becomes one ``item`` per passage, in order."""
@@ -45,6 +54,19 @@ class Template:
             self.item, {"id": identifier, "passage": Passage(passage, max_tokens=max_passage_tokens)})]
         parts = _fill(self.user, {"query": query, "num": str(len(passages)), "passages": items})
         return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+
+    def attention_prompt(self, passages: list[str], ids: list[str],
+                         max_passage_tokens: int | None = None) -> Prompt:
+        """An ICR prompt: ``{query}`` becomes the ``Probe`` slot, passage k is labelled ``str(k)``."""
+        items = [part for k, (identifier, passage) in enumerate(zip(ids, passages)) for part in _fill(
+            self.item, {"id": identifier, "passage": Passage(passage, str(k), max_passage_tokens)})]
+        parts = _fill(self.user, {"query": Probe(), "num": str(len(passages)), "passages": items})
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+    def fields(self) -> list[str]:
+        """The placeholders of ``user``, in order."""
+        return [f for _, f, _, _ in string.Formatter().parse(self.user) if f is not None]
 
 
 def _fill(text: str, values: dict[str, Any]) -> list[Any]:
