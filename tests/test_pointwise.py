@@ -80,5 +80,5 @@ def test_query_likelihood_templates_must_not_show_the_query(tmp_path):
 
 
 def test_an_unknown_template_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(UserError, match="shipped templates: graded, listwise, listwise-first, query-likelihood, yes-no"):
+    with pytest.raises(UserError, match="shipped templates: graded, icr, listwise, listwise-first, pairwise, query-likelihood, yes-no"):
         stage_of(YesNoStage, "yes-no", prompt="yesno").template(tmp_path)

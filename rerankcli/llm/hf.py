@@ -4,8 +4,9 @@ Forward-only requests (``NextToken``, ``Continuation``) run left-padded with exp
 ids, so a padded row computes what it would alone, and only the last positions' logits are
 projected onto the vocabulary (Gemma's vocabulary is 262k: full logits would not fit).
 ``Attention`` runs the shared prefixes of a batch of requests once (left-padded), then all their
-probes in one pass on that KV cache, and computes softmax(QKᵀ) only for the probes' rows, through an attention function registered with
-transformers (``attention_rows.py``): no forked modeling code, any decoder-only model.
+probes in one pass on that KV cache, and computes softmax(QKᵀ) only for the probes' rows,
+through an attention function registered with transformers (``attention_rows.py``): no forked
+modeling code, any decoder-only model.
 """
 
 from __future__ import annotations

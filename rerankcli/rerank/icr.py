@@ -5,7 +5,7 @@ attention its tokens receive from the query's tokens, summed over layers and hea
 the query's tokens), minus what the same tokens receive from the content-free query "N/A"
 (calibration against the position and length bias of attention). The backend runs the shared
 passage prefix once and reuses its KV cache for both probes, so a query costs one long forward
-pass and two short ones, whatever ``depth`` is. With ``mask_outliers`` (the paper's default),
+pass and a short one, whatever ``depth`` is; several queries share each pass. With ``mask_outliers`` (the paper's default),
 tokens whose calibrated score is more than ``outlier_std`` standard deviations below their
 passage's mean are left out, as the authors' code does.
 
@@ -82,7 +82,7 @@ class IcrStage(LLMRerankStage):
         layers = tuple(self.layers) if self.layers is not None else None
         (answer,) = yield [Attention(prompt, probes, layers)]
         assert isinstance(answer, AttentionMass)
-        state["forward_passes"] += 1 + len(probes)  # the passages once, then each probe on their cache
+        state["forward_passes"] += 1 + len(probes)  # per query: the passages, then each probe on their cache
         state["truncated"] += answer.truncated
         scores = {}
         for k, candidate in enumerate(query.candidates):

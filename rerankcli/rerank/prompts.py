@@ -5,7 +5,8 @@ pipeline). Pointwise templates use ``{query}`` and ``{passage}``; pairwise ones 
 ``{passage_a}`` and ``{passage_b}``. Listwise templates use
 ``{query}``, ``{num}`` and ``{passages}``, which expands to one ``item`` per candidate (default
 ``"[{id}] {passage}\n"``). ``{{`` and ``}}`` are literal braces. Each method says which
-placeholders a template must have and may have, and a template that breaks that rule is
+placeholders a template must have and may have (ICR templates are listwise ones whose
+``{query}`` comes last, as the attention probe), and a template that breaks that rule is
 refused before any model is loaded.
 """
 
@@ -54,7 +55,6 @@ class Template:
             self.item, {"id": identifier, "passage": Passage(passage, max_tokens=max_passage_tokens)})]
         parts = _fill(self.user, {"query": query, "num": str(len(passages)), "passages": items})
         return Prompt(tuple(parts), self.system, self.answer_prefix)
-
 
     def attention_prompt(self, passages: list[str], ids: list[str],
                          max_passage_tokens: int | None = None) -> Prompt:
