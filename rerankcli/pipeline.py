@@ -22,6 +22,8 @@ from rerankcli.atomic import copy_file, write_text
 from rerankcli.config import Pipeline
 from rerankcli.data.dataset import Dataset
 from rerankcli.errors import UserError
+from rerankcli.evaluate.compare import Comparison
+from rerankcli.evaluate.stage import EvaluateStage
 from rerankcli.hashing import save_memo
 from rerankcli.runs import Run, read_run, write_run
 from rerankcli.stage import Context, StageConfig
@@ -154,7 +156,8 @@ class Runner:
         manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
         manifest.update({"stage": stage.name, "pipeline": str(self.pipeline.source),
                          "input_stages": inputs})
-        written = [out / f"{stage.name}.manifest.json"]
+        manifest_path = out / f"{stage.name}.manifest.json"
+        written = [manifest_path]
         if stage.produces == "run":
             copy_file(source / "run.trec", out / f"{stage.name}.trec")
             written.insert(0, out / f"{stage.name}.trec")
@@ -162,16 +165,25 @@ class Runner:
             results = json.loads((source / "metrics.json").read_text(encoding="utf-8"))["runs"]
             for name, result in zip(inputs, results):
                 metrics.setdefault(name, {}).update(result["means"])
-            self._show_metrics(stage, inputs, results)
-        write_text(written[-1], json.dumps(manifest, indent=2) + "\n")
+            comparison = stage.comparison(inputs, results) if isinstance(stage, EvaluateStage) else None
+            self._show_metrics(stage, inputs, results, comparison)
+            if comparison is not None:
+                written += stage.write_reports(comparison, out)
+        write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         return written
 
-    def _show_metrics(self, stage: StageConfig, inputs: list[str], results: list[dict]) -> None:
-        from rerankcli.evaluate.report import render
+    def _show_metrics(self, stage: StageConfig, inputs: list[str], results: list[dict],
+                      comparison: Comparison | None = None) -> None:
+        from rerankcli.evaluate.report import render, render_comparison
 
         rows = {name: result["means"] for name, result in zip(inputs, results)}
         self.log(f"[{stage.name}] {results[0]['queries']} queries evaluated")
-        print(render(rows, "table"), end="", flush=True)
+        if comparison is None:
+            print(render(rows, "table"), end="", flush=True)
+        else:
+            print(render_comparison(comparison, "table"), end="", flush=True)
+            for note in comparison.notes():
+                self.log(f"[{stage.name}] note: {note}")
         for name, result in zip(inputs, results):
             if result["queries_missing_from_run"]:
                 self.log(f"[{stage.name}] note: {result['queries_missing_from_run']} judged queries "
@@ -182,6 +194,8 @@ class Runner:
         planned = {out / "metrics.json"}
         for stage in self.pipeline.stages:
             planned |= {out / f"{stage.name}.trec", out / f"{stage.name}.manifest.json"}
+            if isinstance(stage, EvaluateStage):
+                planned |= set(stage.report_files(out))
         sources = [getattr(self.pipeline.dataset, p) for p in ("corpus", "queries", "qrels")]
         sources += [getattr(s, "run", None) for s in self.pipeline.stages]
         sources += [getattr(s, "qrels", None) for s in self.pipeline.stages]

@@ -170,3 +170,27 @@ def test_malformed_corpus_line_stops_the_run_with_nothing_written(rerank, tmp_pa
     result = rerank("run", path)
     assert_user_error(result, f"corpus.jsonl:{lines}", "field 'text' must be a string")
     assert snapshot(tmp_path) == before, "neither output nor cache may change"
+
+
+RANK_BM25 = {"name": "rank_bm25", "type": "retrieve", "method": "bm25", "backend": "rank_bm25", "k": 50}
+
+
+def test_evaluate_with_a_baseline_writes_the_comparison(rerank, tmp_path: Path) -> None:
+    compared = {**EVAL, "inputs": ["bm25", "rank_bm25"], "baseline": "bm25", "test": "fisher"}
+    result = rerank("run", pipeline(tmp_path, [BM25, RANK_BM25, compared]))
+    assert result.code == 0, result.err
+    out = tmp_path / "out"
+    report = json.loads((out / "eval.comparison.json").read_text())
+    assert report["baseline"] == "bm25" and report["test"] == "fisher" and report["queries"] == 24
+    assert set(report["tests"]["rank_bm25"]) == {"ndcg@10", "recall@20"}
+    markdown = (out / "eval.comparison.md").read_text()
+    assert markdown.startswith("| run ") and "wins/ties/losses" in markdown
+    assert (out / "eval.comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "wins/ties/losses" in result.out  # the comparison is what the run prints
+
+
+def test_a_baseline_that_is_not_an_input_is_refused(rerank, tmp_path: Path) -> None:
+    compared = {**EVAL, "inputs": ["bm25", "rank_bm25"], "baseline": "bm52"}
+    result = rerank("run", pipeline(tmp_path, [BM25, RANK_BM25, compared]))
+    assert_user_error(result, "stage 'eval'", "baseline 'bm52' must be one of the stage's 'inputs'")
+    assert not (tmp_path / "out").exists()

@@ -1,14 +1,21 @@
-"""``type: evaluate``: metrics of the input runs, written to ``<output>/metrics.json``."""
+"""``type: evaluate``: metrics of the input runs, written to ``<output>/metrics.json``.
+
+With ``baseline:`` (one of its inputs) the stage also compares every other input with it,
+exactly as ``rerank compare`` does, and writes ``<stage>.comparison.md``, ``.json`` and a
+``.png`` of the per-query differences next to ``metrics.json``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rerankcli.data.formats import read_qrels
-from rerankcli.evaluate.metrics import evaluate, parse_metric
+from rerankcli.atomic import write_text
+from rerankcli.evaluate.compare import Comparison, compare
+from rerankcli.evaluate.metrics import Evaluation, evaluate, parse_metric
 from rerankcli.errors import UserError
 from rerankcli.hashing import file_digest
 from rerankcli.load import resolve_existing
@@ -24,6 +31,12 @@ class EvaluateStage(StageConfig):
     relevance_level: int = Field(1, description="judgement >= this is relevant (binary metrics)")
     missing: Literal["skip", "zero"] = "skip"
     qrels: Path | None = None
+    baseline: str | None = Field(None, description="compare the other inputs with this one")
+    test: Literal["student", "fisher", "permutation"] = "student"
+    correction: Literal["holm", "bonferroni", "none"] = "holm"
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    permutations: int = Field(10_000, ge=1, description="randomisation test: sign assignments sampled")
+    seed: int = 0
 
     reads: ClassVar = "many"
     produces: ClassVar = "metrics"
@@ -43,6 +56,17 @@ class EvaluateStage(StageConfig):
     @classmethod
     def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return None if value is None else resolve_existing(value, info, "qrels file")
+
+    @model_validator(mode="after")
+    def _baseline_is_an_input(self) -> EvaluateStage:
+        if self.baseline is not None:
+            named = self.input_names() or []
+            if self.baseline not in named:
+                raise ValueError(f"baseline {self.baseline!r} must be one of the stage's 'inputs' "
+                                 f"({', '.join(named) or 'none listed'})")
+            if len(named) < 2:
+                raise ValueError("a baseline needs at least one other run in 'inputs' to compare with it")
+        return self
 
     def dataset_parts(self) -> frozenset[str]:
         return frozenset() if self.qrels is not None else self.needs
@@ -68,3 +92,31 @@ class EvaluateStage(StageConfig):
                 "queries_missing_from_run": len(result.qrels_only),
             })
         return StageOutput(metrics={"runs": results}, details={"runs": len(inputs)})
+
+    def comparison(self, names: list[str], results: list[dict[str, Any]]) -> Comparison | None:
+        """The comparison with the baseline, from the stage's stored per-query values."""
+        if self.baseline is None:
+            return None
+        evaluations = {name: Evaluation(per_query=r["per_query"], means=r["means"], queries=r["queries"])
+                       for name, r in zip(names, results)}
+        return compare(evaluations, self.baseline, self.test, self.correction, self.alpha,
+                       self.permutations, self.seed)
+
+    def report_files(self, out: Path) -> list[Path]:
+        """The files ``write_reports`` writes into the output folder."""
+        if self.baseline is None:
+            return []
+        return [out / f"{self.name}.comparison.{suffix}" for suffix in ("md", "json", "png")]
+
+    def write_reports(self, comparison: Comparison, out: Path) -> list[Path]:
+        """Write the comparison as markdown, JSON and the per-query difference plot."""
+        import json
+
+        from rerankcli.evaluate.plot import plot_differences
+        from rerankcli.evaluate.report import comparison_json, render_comparison
+
+        markdown, data, png = self.report_files(out)
+        write_text(markdown, render_comparison(comparison, "markdown"))
+        write_text(data, json.dumps(comparison_json(comparison), indent=2) + "\n")
+        plot_differences(comparison, png)
+        return [markdown, data, png]

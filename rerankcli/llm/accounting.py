@@ -19,6 +19,7 @@ class Accounting:
     truncated_prompts: int = 0
     wall_s: float = 0.0
     repairs: Counter = field(default_factory=Counter)  # parse repairs, counted by the methods
+    cache_hits: int = 0  # answers the LLM call cache gave instead of the model (not in requests)
 
     def record(self, requests: list[Request], responses: list[Response], seconds: float) -> None:
         self.batch_sizes.append(len(requests))
@@ -45,4 +46,5 @@ class Accounting:
             "truncated_prompts": self.truncated_prompts,
             "wall_s": round(self.wall_s, 3),
             "parse_repairs": dict(sorted(self.repairs.items())),
+            "cache_hits": self.cache_hits,
         }

@@ -43,6 +43,8 @@ class LLMRerankStage(RerankStage):
     max_passage_tokens: int | None = Field(None, gt=0, description="cut each passage to this many tokens")
     batch_size: int | None = Field(None, gt=0, description="shortcut for backend.batch_size")
     max_length: int | None = Field(None, gt=0, description="shortcut for backend.max_length (tokens)")
+    llm_cache: bool = Field(False, description=(
+        "answer repeated model calls from <cache>/llm-calls.sqlite (identical model, settings, prompt)"))
 
     #: the method's default template, and the placeholders its templates must / may have
     default_prompt: ClassVar[str]
@@ -60,7 +62,7 @@ class LLMRerankStage(RerankStage):
         # the model's content digest and the template's content stand in for their names;
         # the backend contributes only the settings that change answers
         identity = super().identity()
-        for key in ("model", "prompt", "backend", "batch_size", "max_length"):
+        for key in ("model", "prompt", "backend", "batch_size", "max_length", "llm_cache"):
             identity.pop(key, None)
         return {**identity, "backend": self.backend_config().identity()}
 
@@ -86,15 +88,27 @@ class LLMRerankStage(RerankStage):
         queries = self.candidates(ctx, inputs[0])
         model = resolve_model(self.model, ctx.base_dir, self.revision)
         backend = open_backend(self.backend_config(), model, ctx.store, ctx.log)
+        if self.llm_cache:
+            backend = self.cached(backend, model.identity, ctx)
         progress = Progress(f"{self.method} ({self.model})", len(queries), ctx.show_progress)  # type: ignore[attr-defined]
         try:
             scores, accounting, state = self.rerank(queries, template, backend, progress.update)
         finally:
             progress.close()
+            if self.llm_cache:
+                backend.close()
         details = {"model": model.manifest(), "backend": self.backend_config().model_dump(mode="json"),
                    "prompt": template.source, "candidates": sum(len(q.candidates) for q in queries),
                    "llm": accounting.manifest(), **self.method_details(state)}
         return output(inputs[0], scores, self.depth, details)
+
+    def cached(self, backend: Backend, model_identity: str, ctx: Context) -> Backend:
+        """``backend`` behind the LLM call cache of the store (``llm_cache: true``)."""
+        from rerankcli.llm.call_cache import CachedBackend, CallCache, namespace
+
+        setup = namespace(model_identity, self.backend_config().identity(),
+                          versions(*LIBRARIES[self.backend.type]))
+        return CachedBackend(backend, CallCache(ctx.store.root / "llm-calls.sqlite"), setup)
 
     def rerank(self, queries: list[Query], template: Template, backend: Backend,
                done: Callable[[int], None] = lambda n: None
