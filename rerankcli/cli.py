@@ -177,25 +177,37 @@ def eval_command(
         help="Judged queries absent from a run: 'skip' (trec_eval) or 'zero' (trec_eval -c).")] = "skip",
 ) -> None:
     """Evaluate run files; numbers equal trec_eval's."""
-    from rerankcli.data.formats import read_qrels
-    from rerankcli.evaluate.metrics import evaluate, parse_metric
+    from rerankcli.evaluate.metrics import parse_metric
     from rerankcli.evaluate.report import render
-    from rerankcli.runs import read_run
 
     metrics = [parse_metric(m) for m in (metric or DEFAULT_METRICS)]
-    judgements = read_qrels(qrels)
-    rows = {}
+    named: dict[str, Path] = {}
     for path in runs:
-        result = evaluate(read_run(path), judgements, metrics, relevance_level, missing)
-        if result.queries == 0:
-            raise UserError(f"{path}: no query of the run is in {qrels}")
-        rows[_unique_name(path, rows)] = result.means
-    sys.stdout.write(render(rows, fmt.value))
+        named[_unique_name(path, named)] = path
+    evaluations = _evaluate_runs(named, qrels, metrics, relevance_level, missing)
+    sys.stdout.write(render({name: result.means for name, result in evaluations.items()}, fmt.value))
 
 
 def _unique_name(path: Path, taken: dict) -> str:
     name = path.name
     return name if name not in taken else str(path)
+
+
+def _evaluate_runs(named: dict[str, Path], qrels: Path, metrics: list, relevance_level: int,
+                   missing: str = "skip") -> dict:
+    """Each named run file evaluated against ``qrels``; a run with no judged query stops."""
+    from rerankcli.data.formats import read_qrels
+    from rerankcli.evaluate.metrics import evaluate
+    from rerankcli.runs import read_run
+
+    judgements = read_qrels(qrels)
+    evaluations = {}
+    for name, path in named.items():
+        result = evaluate(read_run(path), judgements, metrics, relevance_level, missing)
+        if result.queries == 0:
+            raise UserError(f"{path}: no query of the run is in {qrels}")
+        evaluations[name] = result
+    return evaluations
 
 
 @app.command("compare")
@@ -224,11 +236,9 @@ def compare_command(
         "--relevance-level", "-l", help="Judgement >= this is relevant (binary metrics), as trec_eval -l.")] = 1,
 ) -> None:
     """Compare runs with a baseline: metrics, significance, wins/ties/losses per query."""
-    from rerankcli.data.formats import read_qrels
     from rerankcli.evaluate.compare import compare
-    from rerankcli.evaluate.metrics import evaluate, parse_metric
+    from rerankcli.evaluate.metrics import parse_metric
     from rerankcli.evaluate.report import render_comparison, render_per_query
-    from rerankcli.runs import read_run
 
     if not 0.0 < alpha < 1.0:
         raise UserError(f"--alpha {alpha}: must lie between 0 and 1")
@@ -250,13 +260,7 @@ def compare_command(
         named = {**extra, **named}
     if len(named) < 2:
         raise UserError("compare needs at least two runs (or one and a --baseline)")
-    judgements = read_qrels(qrels)
-    evaluations = {}
-    for name, path in named.items():
-        result = evaluate(read_run(path), judgements, metrics, relevance_level)
-        if result.queries == 0:
-            raise UserError(f"{path}: no query of the run is in {qrels}")
-        evaluations[name] = result
+    evaluations = _evaluate_runs(named, qrels, metrics, relevance_level)
     comparison = compare(evaluations, baseline or next(iter(named)), test.value, correction.value,
                          alpha, permutations, seed)
     for note in comparison.notes():
