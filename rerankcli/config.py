@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rerankcli.data.dataset import DatasetConfig
 from rerankcli.errors import UserError, where
+from rerankcli.executor import ExecutorConfig
 from rerankcli.registry import STAGES
 from rerankcli.stage import StageConfig, file_name
 from rerankcli.yaml_source import Location, line_of, load_yaml
@@ -28,6 +29,7 @@ class PipelineFile(BaseModel):
     dataset: DatasetConfig | None = None
     output: Path | None = None
     cache: Path | None = None
+    executor: ExecutorConfig = ExecutorConfig()
     stages: list[dict[str, Any]]
 
     @field_validator("name")
@@ -44,6 +46,7 @@ class Pipeline(BaseModel):
     dataset: DatasetConfig
     output: Path
     cache: Path | None
+    executor: ExecutorConfig = ExecutorConfig()
     stages: list[StageConfig]
     inputs: dict[str, list[str]]  # stage -> names of the stages it reads
 
@@ -125,6 +128,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         dataset=dataset,
         output=output.resolve(),
         cache=(base / top.cache).resolve() if top.cache is not None else None,
+        executor=top.executor,
         stages=stages,
         inputs=inputs,
     )

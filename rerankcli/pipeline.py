@@ -4,13 +4,20 @@ A stage's key hashes its identity (config minus names), its inputs' keys and its
 (data, model and library versions). All keys are computed before any stage runs, so a missing
 model or data file stops the job before compute is spent. Each stage's output is published to
 the store atomically, then copied (atomically) to ``<output>/<stage>.trec`` with a manifest.
+
+LLM rerank stages compute query by query: each finished query is journaled under the stage
+key, so a killed run resumes where it stopped. With ``--shard i/N`` they compute only their
+shard's queries and write shard results to ``<output>/shards/``; the stages after them that
+need every query (evaluate, fusion) wait for ``rerank merge``, which joins the shards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,9 +31,13 @@ from rerankcli.data.dataset import Dataset
 from rerankcli.errors import UserError
 from rerankcli.evaluate.compare import Comparison
 from rerankcli.evaluate.stage import EvaluateStage
+from rerankcli.executor import ExecutorConfig
 from rerankcli.hashing import save_memo
+from rerankcli.rerank.journal import Journal, header
+from rerankcli.rerank.llm_stage import LLMRerankStage
 from rerankcli.runs import Run, read_run, write_run
-from rerankcli.stage import Context, StageConfig
+from rerankcli.shard import Shard, join_shards, matching_shards, shard_folder
+from rerankcli.stage import Context, StageConfig, StageOutput
 from rerankcli.store import Store, default_cache_dir
 
 KEY_FORMAT = 1  # bump when the meaning of a stage key changes
@@ -57,9 +68,18 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def per_query(stage: StageConfig) -> bool:
+    """Stages that journal each query, and so can resume, shard and run on Ray."""
+    return isinstance(stage, LLMRerankStage)
+
+
 class Runner:
+    """Runs a pipeline; ``shard`` computes one share of the queries, ``merge_only`` joins shards."""
+
     def __init__(self, pipeline: Pipeline, cache_dir: Path | None = None,
-                 force: set[str] | None = None, log=None, show_progress: bool = True) -> None:
+                 force: set[str] | None = None, log=None, show_progress: bool = True,
+                 shard: Shard | None = None, merge_only: bool = False,
+                 executor: ExecutorConfig | None = None) -> None:
         self.pipeline = pipeline
         self.store = Store(cache_dir or pipeline.cache or default_cache_dir())
         self.force = force or set()
@@ -67,9 +87,14 @@ class Runner:
         if unknown:
             raise UserError(f"--force: no stage named {sorted(unknown)[0]!r} in {pipeline.source}")
         self.log = log or _stderr
+        self.shard, self.merge_only = shard, merge_only
+        if shard is not None and not any(per_query(s) for s in pipeline.stages):
+            raise UserError(f"--shard {shard.label}: {pipeline.source} has no LLM rerank stage to share out "
+                            "(shards split the queries of LLM rerank stages)")
         self.ctx = Context(Dataset(pipeline.dataset), self.store, pipeline.source.resolve().parent,
-                           self.log, show_progress)
+                           self.log, show_progress, executor=executor or pipeline.executor)
         self._runs: dict[str, Run] = {}
+        self._shard_runs: dict[str, Run] = {}  # stage name -> this shard's run (shard mode)
 
     def plan(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Key and fingerprint of every stage, in order; raises before any compute."""
@@ -95,13 +120,24 @@ class Runner:
         keys = self.plan()
         reports = []
         metrics: dict[str, dict[str, float]] = {}
+        waiting: set[str] = set()  # shard mode: stages that need every query
         for stage in self.pipeline.stages:
             key, fingerprint = keys[stage.name]
             inputs = self.pipeline.inputs[stage.name]
-            forced = "*" in self.force or stage.name in self.force
             started = time.monotonic()
+            if self.shard is not None and (waiting & set(inputs) or
+                                           (set(self._shard_runs) & set(inputs) and not per_query(stage))):
+                self.log(f"[{stage.name}] waits for `rerank merge` (it needs every query)")
+                waiting.add(stage.name)
+                continue
+            if self.shard is not None and per_query(stage):
+                outputs = self._run_shard(stage, key, fingerprint, inputs, keys)
+                reports.append(StageReport(stage.name, key, False, time.monotonic() - started, outputs))
+                continue
+            forced = "*" in self.force or stage.name in self.force
             if self.store.has_stage(key) and not forced:
                 self.log(f"[{stage.name}] cached ({key[:12]})")
+                self.store.journal_path(key).unlink(missing_ok=True)  # left by a kill after publishing
                 cached = True
             else:
                 self.log(f"[{stage.name}] running ({key[:12]})")
@@ -122,13 +158,46 @@ class Runner:
             self._runs[key] = read_run(self.store.stage_dir(key) / "run.trec")
         return self._runs[key]
 
+    def _journal(self, stage: StageConfig, key: str, forced: bool, input_run: Run) -> Journal:
+        """The stage's journal, seeded with the results of shards that match its key."""
+        path = self.store.journal_path(key)
+        if forced:
+            path.unlink(missing_ok=True)
+            return Journal(path, header(stage.name, key))
+        journal = Journal(path, header(stage.name, key))
+        if self.merge_only:
+            prepared, results = join_shards(self.pipeline.output, stage.name, key, input_run.qids)
+            journal.seed(prepared, results)
+            return journal
+        matching, foreign = matching_shards(self.pipeline.output, stage.name, key)
+        for line in foreign:
+            self.log(f"[{stage.name}] note: ignoring {line}")
+        joined = sum(journal.seed(c.prepared, c.results) for c in matching.values())
+        if joined:
+            self.log(f"[{stage.name}] joined {joined} queries from {len(matching)} shard result files")
+        return journal
+
     def _compute(self, stage: StageConfig, key: str, fingerprint: dict[str, Any],
                  input_keys: dict[str, str], forced: bool) -> None:
+        journal = None
+        if per_query(stage):
+            journal = self._journal(stage, key, forced, self._input_run(next(iter(input_keys.values()))))
+        ctx = dataclasses.replace(self.ctx, journal=journal)
         started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         clock = time.monotonic()
-        output = stage.execute(self.ctx, [self._input_run(k) for k in input_keys.values()])
+        output = stage.execute(ctx, [self._input_run(k) for k in input_keys.values()])
         wall = time.monotonic() - clock
         staging = self.store.staging()
+        if journal is not None:  # how every query was computed (which process, which attempt)
+            shutil.copyfile(journal.path, staging / "queries.jsonl")
+        self._write_entry(stage, key, fingerprint, input_keys, output, staging, started_at, wall)
+        final = self.store.stage_dir(key)
+        (self.store.replace if forced else self.store.publish)(staging, final)
+        if journal is not None:
+            journal.remove()
+
+    def _write_entry(self, stage: StageConfig, key: str, fingerprint: dict[str, Any], input_keys: dict[str, str],
+                     output: StageOutput, staging: Path, started_at: str, wall: float) -> None:
         counts: dict[str, int] = {}
         if stage.produces == "run":
             assert output.run is not None, f"stage {stage.name} produced no run"
@@ -145,8 +214,50 @@ class Runner:
             "details": output.details,
         }
         write_text(staging / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
-        final = self.store.stage_dir(key)
-        (self.store.replace if forced else self.store.publish)(staging, final)
+
+    def _run_shard(self, stage: StageConfig, key: str, fingerprint: dict[str, Any], inputs: list[str],
+                   keys: dict[str, tuple[str, dict[str, Any]]]) -> list[Path]:
+        """Compute this shard's queries of a per-query stage; write its results and run to shards/."""
+        assert self.shard is not None
+        forced = "*" in self.force or stage.name in self.force
+        if self.store.has_stage(key) and not forced:  # the whole stage is done: take this shard's part
+            run = self._input_run(key)
+            self._shard_runs[stage.name] = Run({q: d for q, d in run.scores.items() if self.shard.selects(q)})
+            self.log(f"[{stage.name}] cached ({key[:12]}); nothing to do for shard {self.shard.label}")
+            return []
+        folder = shard_folder(self.pipeline.output)
+        result_file = self.shard.file(folder, stage.name)
+        path = self.store.journal_path(key, self.shard)
+        if forced:
+            path.unlink(missing_ok=True)
+        journal = Journal(path, header(stage.name, key, self.shard.label))
+        matching, _ = matching_shards(self.pipeline.output, stage.name, key)
+        if self.shard in matching and not forced:
+            journal.seed(matching[self.shard].prepared, matching[self.shard].results)
+            self.log(f"[{stage.name}] shard {self.shard.label} already done ({key[:12]})")
+        else:
+            self.log(f"[{stage.name}] running shard {self.shard.label} ({key[:12]})")
+        runs = []
+        for name in inputs:
+            run = self._shard_runs.get(name) or self._input_run(keys[name][0])
+            runs.append(Run({q: docs for q, docs in run.scores.items() if self.shard.selects(q)}))
+        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        clock = time.monotonic()
+        output = stage.execute(dataclasses.replace(self.ctx, journal=journal), runs)
+        assert output.run is not None
+        self._shard_runs[stage.name] = output.run
+        copy_file(journal.path, result_file)
+        staging = self.store.staging()
+        self._write_entry(stage, key, fingerprint, {n: keys[n][0] for n in inputs}, output, staging,
+                          started_at, time.monotonic() - clock)
+        stem = result_file.name.removesuffix(".jsonl")
+        copy_file(staging / "run.trec", folder / f"{stem}.trec")
+        manifest = json.loads((staging / "manifest.json").read_text(encoding="utf-8"))
+        manifest["shard"] = self.shard.label
+        write_text(folder / f"{stem}.manifest.json", json.dumps(manifest, indent=2) + "\n")
+        shutil.rmtree(staging, ignore_errors=True)
+        journal.remove()
+        return [result_file, folder / f"{stem}.trec"]
 
     def _export(self, stage: StageConfig, key: str, inputs: list[str],
                 metrics: dict[str, dict[str, float]]) -> list[Path]:

@@ -22,6 +22,8 @@ from rerankcli.runs import Run
 
 if TYPE_CHECKING:
     from rerankcli.data.dataset import Dataset
+    from rerankcli.executor import ExecutorConfig
+    from rerankcli.rerank.journal import Journal
     from rerankcli.store import Store
 
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -47,13 +49,18 @@ def versions(*distributions: str) -> dict[str, str]:
 
 @dataclass
 class Context:
-    """What a running stage may use: the dataset, the store for artefacts, a logger."""
+    """What a running stage may use: the dataset, the store for artefacts, a logger.
+
+    Per-query stages also get the journal of their key (finished queries) and the executor.
+    """
 
     dataset: Dataset
     store: Store
     base_dir: Path
     log: Callable[[str], None] = print
     show_progress: bool = True
+    journal: Journal | None = None
+    executor: ExecutorConfig | None = None
 
 
 @dataclass

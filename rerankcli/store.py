@@ -3,6 +3,7 @@
 Layout under the cache folder:
   stages/<key>/run.trec | metrics.json, manifest.json   one folder per stage key
   artifacts/<kind>/<key>/...                             e.g. a BM25 index, corpus embeddings
+  journals/<key>[.<i>-of-<N>].jsonl                      per-query results of a stage being computed
   tmp/                                                   staging, renamed into place when complete
 An entry exists only once its folder is renamed into place, so a crash leaves no entry
 that looks complete, and two processes computing the same key cannot corrupt it.
@@ -14,6 +15,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rerankcli.atomic import publish_dir
 from rerankcli.hashing import use_memo
@@ -37,6 +39,11 @@ class Store:
 
     def has_stage(self, key: str) -> bool:
         return (self.stage_dir(key) / "manifest.json").is_file()
+
+    def journal_path(self, key: str, shard: Any = None) -> Path:
+        """Where a per-query stage journals its finished queries (one file per key and shard)."""
+        suffix = f".{shard.index}-of-{shard.count}" if shard is not None else ""
+        return self.root / "journals" / f"{key}{suffix}.jsonl"
 
     def artifact_dir(self, kind: str, key: str) -> Path:
         return self.root / "artifacts" / kind / key

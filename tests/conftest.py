@@ -165,21 +165,25 @@ def tiny_eager(tiny_llama):
 QIDS = ["19335", "47923", "87181"]
 
 
-@pytest.fixture(scope="session")
-def mini_dl19(tmp_path_factory) -> Path:
-    """Three DL19 queries, their qrels and their BM25 top-10, beside the full corpus."""
+def dl19_subset(folder: Path, qids: list[str]) -> Path:
+    """Write these DL19 queries, their qrels and their BM25 top-10 into `folder` (the corpus stays shared)."""
     from rerankcli.data.formats import read_qrels, read_queries
     from rerankcli.runs import Run, read_run, write_run
 
     source = shared("trec-dl19-passage")
-    folder = tmp_path_factory.mktemp("dl19-mini")
     queries = read_queries(source / "queries.tsv")
-    (folder / "queries.tsv").write_text("".join(f"{q}\t{queries[q]}\n" for q in QIDS))
+    (folder / "queries.tsv").write_text("".join(f"{q}\t{queries[q]}\n" for q in qids))
     qrels = read_qrels(source / "qrels.txt")
-    (folder / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q in QIDS for d, g in sorted(qrels[q].items())))
+    (folder / "qrels.txt").write_text("".join(f"{q} 0 {d} {g}\n" for q in qids for d, g in sorted(qrels[q].items())))
     bm25 = read_run(source / "bm25.top100.trec")
-    write_run(Run({q: bm25.scores[q] for q in QIDS}).top(10), folder / "bm25.trec")
+    write_run(Run({q: bm25.scores[q] for q in qids}).top(10), folder / "bm25.trec")
     return folder
+
+
+@pytest.fixture(scope="session")
+def mini_dl19(tmp_path_factory) -> Path:
+    """Three DL19 queries, their qrels and their BM25 top-10, beside the full corpus."""
+    return dl19_subset(tmp_path_factory.mktemp("dl19-mini"), QIDS)
 
 
 def pipeline(folder: Path, data: Path, stages: list[dict]) -> Path:

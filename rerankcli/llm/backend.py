@@ -45,6 +45,8 @@ class Backend(ABC):
     renderer: Renderer
     #: requests per batch that keep the device busy; the scheduler fills batches to this size
     batch_size: int
+    #: which answers of the last batch came from a cache rather than the model (None: none did)
+    hits: list[bool] | None = None
 
     def __init__(self) -> None:
         self.accounting = Accounting()

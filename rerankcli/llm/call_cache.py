@@ -124,9 +124,20 @@ class CachedBackend(Backend):
         fresh = dict(zip(missing, responses[len(passing):]))
         self.cache.put(fresh)
         self.inner.accounting.cache_hits += sum(k is not None for k in keys) - len(missing)
+        self.hits = self._hits(keys, set(missing))
         answers = {**known, **fresh}
         passed = dict(zip(passing, responses[: len(passing)]))
         return [passed[i] if key is None else answers[key] for i, key in enumerate(keys)]
+
+    @staticmethod
+    def _hits(keys: list[str | None], computed: set[str]) -> list[bool]:
+        """Per request: answered from the cache? The first request of a computed key was not."""
+        hits = []
+        for key in keys:
+            first = key in computed
+            computed.discard(key)  # type: ignore[arg-type]
+            hits.append(key is not None and not first)
+        return hits
 
     def _answer(self, requests: list[Request]) -> list[Response]:  # pragma: no cover - answer() overrides
         return self.inner._answer(requests)

@@ -7,6 +7,9 @@ request joins one queue; each backend call takes the oldest ``backend.batch_size
 as soon as all of one program's requests are answered, its next requests join the queue for
 the very next call. No query waits for another query's window to finish, and because every
 request's answer depends only on the request, the results equal a query-by-query run.
+
+The scheduler also counts what each program's requests cost (``Usage``), so a stage can
+journal every query's cost with its result.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
+from rerankcli.llm.accounting import Usage
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Request, Response
 
@@ -31,12 +35,15 @@ class _Running:
 
 def run_programs(programs: Iterable[tuple[Hashable, Program]], backend: Backend,
                  max_active: int | None = None,
-                 on_done: Callable[[Hashable, Any], None] | None = None) -> dict[Hashable, Any]:
+                 on_done: Callable[[Hashable, Any], None] | None = None,
+                 usage: dict[Hashable, Usage] | None = None) -> dict[Hashable, Any]:
     """Run every program to completion; their results by key, in the order they finished.
 
     ``max_active`` bounds how many programs hold state at once (memory); by default enough to
-    fill four batches. ``on_done`` is called with each result as soon as it exists.
+    fill four batches. ``on_done`` is called with each result as soon as it exists. ``usage``,
+    if given, receives each program's ``Usage`` (complete by the time ``on_done`` is called).
     """
+    usage = {} if usage is None else usage
     limit = max_active or 4 * backend.batch_size
     pending = iter(programs)
     running: dict[Hashable, _Running] = {}
@@ -71,14 +78,17 @@ def run_programs(programs: Iterable[tuple[Hashable, Program]], backend: Backend,
             if key in running or key in results:
                 raise ValueError(f"program key {key!r} given twice")
             running[key] = _Running(program)
+            usage[key] = Usage()
             advance(key, None)
 
     admit()
     while queue:
         batch = [queue.popleft() for _ in range(min(backend.batch_size, len(queue)))]
         responses = backend.answer([request for _, _, request in batch])
+        hits = backend.hits or [False] * len(batch)
         finished = []
-        for (key, i, _), response in zip(batch, responses):
+        for (key, i, request), response, hit in zip(batch, responses, hits):
+            usage[key].add(request, response, hit)
             state = running[key]
             state.answers[i] = response
             state.waiting -= 1

@@ -25,7 +25,7 @@ from pydantic import Field
 from rerankcli.errors import UserError
 from rerankcli.llm.requests import Attention, AttentionMass
 from rerankcli.llm.scheduler import Program
-from rerankcli.rerank.llm_stage import LLMRerankStage
+from rerankcli.rerank.llm_stage import LLMRerankStage, Reranked
 from rerankcli.rerank.prompts import Template, load_template
 from rerankcli.rerank.stage import Query
 
@@ -66,14 +66,17 @@ class IcrStage(LLMRerankStage):
                             "(the calibration query takes its place and reuses the passages' KV cache)")
         return template
 
-    def method_details(self, state: dict[str, Any]) -> dict[str, Any]:
-        return {"forward_passes": state["forward_passes"], "truncated_passages": state["truncated"],
+    def method_details(self, reranked: Reranked) -> dict[str, Any]:
+        records = reranked.records.values()
+        return {"forward_passes": sum(r["forward_passes"] for r in records),
+                "truncated_passages": sum(r["truncated"] for r in records),
                 "calibration_query": self.calibration_query if self.calibration else None}
 
-    def prepare_method(self, backend: Any) -> dict[str, Any]:
-        return {"forward_passes": 0, "truncated": 0}
+    def planned_calls(self, n: int) -> tuple[int, int]:
+        """One attention request per query (its passages once, each probe on their cache)."""
+        return (1, 1) if n else (0, 0)
 
-    def program(self, query: Query, template: Template, state: dict[str, Any]) -> Program:
+    def program(self, query: Query, template: Template, prepared: None) -> Program:
         if not query.text.strip():
             raise UserError(f"query {query.qid!r} is empty: ICR has no query tokens to read attention from")
         texts = [c.text for c in query.candidates]
@@ -82,13 +85,13 @@ class IcrStage(LLMRerankStage):
         layers = tuple(self.layers) if self.layers is not None else None
         (answer,) = yield [Attention(prompt, probes, layers)]
         assert isinstance(answer, AttentionMass)
-        state["forward_passes"] += 1 + len(probes)  # per query: the passages, then each probe on their cache
-        state["truncated"] += answer.truncated
+        # per query: one pass over the passages, then one per probe on their KV cache
+        record = {"forward_passes": 1 + len(probes), "truncated": answer.truncated}
         scores = {}
         for k, candidate in enumerate(query.candidates):
             start, end = answer.spans.get(str(k), (0, 0))
             calibration = answer.received[1][start:end] if self.calibration else None
             score = passage_score(answer.received[0][start:end], calibration,
                                   self.outlier_std if self.mask_outliers else None)
-            scores[candidate.docid] = score  # a non-finite score stops the stage (LLMRerankStage.rerank)
-        return scores
+            scores[candidate.docid] = score  # a non-finite score stops the stage (LLMRerankStage.conclude)
+        return scores, record

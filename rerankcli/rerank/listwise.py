@@ -28,7 +28,7 @@ from rerankcli.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, NextToken
 from rerankcli.llm.scheduler import Program
-from rerankcli.rerank.llm_stage import LLMRerankStage
+from rerankcli.rerank.llm_stage import LLMRerankStage, Reranked
 from rerankcli.rerank.permutation import REPAIRS, parse_permutation
 from rerankcli.rerank.prompts import Template, load_template
 from rerankcli.rerank.stage import Query
@@ -74,41 +74,56 @@ class ListwiseStage(LLMRerankStage):
         return self.depth if self.strategy == "full" else self.window
 
     # -- method ------------------------------------------------------------------------------
-    def prepare_method(self, backend: Backend) -> dict[str, Any]:
-        state: dict[str, Any] = {"repairs": {}, "windows": 0, "repaired_windows": 0}
+    def prepare_method(self, backend: Backend) -> None:
         if self.strategy == "first":
             ids = LETTERS[: self.size()]
             split = [i for i in ids if i not in set(backend.single_tokens(ids))]
             if split:
                 raise UserError(f"stage '{self.name}': strategy first needs identifiers that are single "
                                 f"tokens; this model's tokenizer splits {split}")
-        return state
 
-    def repairs(self, state: dict[str, Any]) -> Counter:
+    def repairs(self, reranked: Reranked) -> Counter:
         totals: Counter = Counter()
-        for counts in state["repairs"].values():
-            totals.update(counts)
+        for record in reranked.records.values():
+            totals.update(record["repairs"])
         return totals
 
-    def method_details(self, state: dict[str, Any]) -> dict[str, Any]:
-        totals = self.repairs(state)
-        return {"windows": state["windows"], "repaired_windows": state["repaired_windows"],
+    def method_details(self, reranked: Reranked) -> dict[str, Any]:
+        totals = self.repairs(reranked)
+        records = reranked.records
+        return {"windows": sum(r["windows"] for r in records.values()),
+                "repaired_windows": sum(r["repaired_windows"] for r in records.values()),
                 "repairs": {k: totals[k] for k in REPAIRS if totals[k]},
-                "repairs_per_query": {q: dict(c) for q, c in sorted(state["repairs"].items()) if c}}
+                "repairs_per_query": {q: r["repairs"] for q, r in sorted(records.items()) if r["repairs"]}}
 
-    def check_method(self, state: dict[str, Any]) -> None:
-        if state["windows"] and state["repaired_windows"] / state["windows"] > self.max_repair_rate:
-            raise UserError(f"stage '{self.name}': {state['repaired_windows']} of {state['windows']} windows "
+    def check_method(self, reranked: Reranked) -> None:
+        details = self.method_details(reranked)
+        windows, repaired = details["windows"], details["repaired_windows"]
+        if windows and repaired / windows > self.max_repair_rate:
+            raise UserError(f"stage '{self.name}': {repaired} of {windows} windows "
                             f"needed their answer repaired (more than max_repair_rate "
                             f"{self.max_repair_rate:g}); the model does not follow the output format")
 
-    def program(self, query: Query, template: Template, state: dict[str, Any]) -> Program:
+    def planned_calls(self, n: int) -> tuple[int, int]:
+        """One call per window: windows move up by ``stride`` until one reaches the top."""
+        if n <= 1:
+            return 0, 0
+        size = self.size()
+        windows = 1 if n <= size or self.strategy == "full" else 1 + -(-(n - size) // self.stride)
+        return self.passes * windows, self.passes * windows
+
+    def prompts_known_in_advance(self) -> bool:
+        # later windows hold the candidates earlier windows carried up
+        return self.strategy == "full" and self.passes == 1
+
+    def program(self, query: Query, template: Template, prepared: None) -> Program:
         order = list(range(len(query.candidates)))
         if self.order == "reverse":
             order.reverse()
         elif self.order == "shuffle":
             random.Random(f"{self.seed}:{query.qid}").shuffle(order)
         repairs: Counter = Counter()
+        windows = repaired = 0
         size = self.size()
         stride = size if self.strategy == "full" else self.stride
         for _ in range(self.passes if len(order) > 1 else 0):  # one candidate: nothing to rank
@@ -129,12 +144,12 @@ class ListwiseStage(LLMRerankStage):
                     budget = self.max_new_tokens or 6 * len(window) + 16
                     (answer,) = yield [Generate(prompt, max_new_tokens=budget)]
                     ranked, found = parse_permutation(answer.text, len(window))
-                state["windows"] += 1
-                state["repaired_windows"] += bool(found)
+                windows += 1
+                repaired += bool(found)
                 repairs.update(found)
                 order[start:end] = [window[k] for k in ranked]
                 if start == 0:
                     break
                 end -= stride
-        state["repairs"][query.qid] = repairs
-        return {query.candidates[i].docid: float(len(order) - rank) for rank, i in enumerate(order)}
+        scores = {query.candidates[i].docid: float(len(order) - rank) for rank, i in enumerate(order)}
+        return scores, {"windows": windows, "repaired_windows": repaired, "repairs": dict(repairs)}

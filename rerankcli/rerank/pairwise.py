@@ -32,7 +32,7 @@ from rerankcli.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, Generated, NextToken, Request, Response, TokenLogprobs
 from rerankcli.llm.scheduler import Program
-from rerankcli.rerank.llm_stage import LLMRerankStage, answer_probabilities
+from rerankcli.rerank.llm_stage import LLMRerankStage, Reranked, answer_probabilities
 from rerankcli.rerank.prompts import Template
 from rerankcli.rerank.stage import Query
 
@@ -67,7 +67,7 @@ def outcome(vote_ab: float, vote_ba: float) -> float:
 
 @dataclass
 class Comparisons:
-    """One query's comparison cache and its counts for the manifest."""
+    """One query's comparison cache and its counts for the manifest (``summary``)."""
 
     votes: dict[tuple[int, int], float] = field(default_factory=dict)  # (A, B) -> vote for A
     comparisons: int = 0  # comparisons the strategy made (each needs both orders)
@@ -87,7 +87,8 @@ class Comparisons:
         return {"comparisons": self.comparisons, "prompts": self.prompts,
                 "cache_hits": 2 * self.comparisons - self.prompts, "prompt_tokens": self.prompt_tokens,
                 "generated_tokens": self.generated_tokens, "unparsed": self.unparsed,
-                "inconsistent_rate": round(bad / pairs, 4) if pairs else 0.0}
+                "inconsistent_rate": round(bad / pairs, 4) if pairs else 0.0,
+                "inconsistent_pairs": bad, "pairs_in_both_orders": pairs}
 
 
 class PairwiseStage(LLMRerankStage):
@@ -107,7 +108,7 @@ class PairwiseStage(LLMRerankStage):
         return (NextToken,) if self.mode == "logits" else (Generate,)
 
     # -- method ------------------------------------------------------------------------------
-    def prepare_method(self, backend: Backend) -> dict[str, Any]:
+    def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
         forms: dict[str, list[str]] = {}
         if self.mode == "logits":
             forms = {choice: backend.single_tokens(words) for choice, words in FORMS.items()}
@@ -115,51 +116,70 @@ class PairwiseStage(LLMRerankStage):
             if split:
                 raise UserError(f"stage '{self.name}': this model's tokenizer splits the answer "
                                 f"{split[0]!r} into several tokens; use mode: generate")
-        return {"forms": forms, "queries": {}}
+        return forms
 
-    def repairs(self, state: dict[str, Any]) -> Counter:
-        unparsed = sum(book.unparsed for book in state["queries"].values())
+    def repairs(self, reranked: Reranked) -> Counter:
+        unparsed = sum(r["unparsed"] for r in reranked.records.values())
         return Counter({"unparsed_answer": unparsed} if unparsed else {})
 
-    def method_details(self, state: dict[str, Any]) -> dict[str, Any]:
-        books: dict[str, Comparisons] = state["queries"]
-        bad = pairs = 0
-        for book in books.values():
-            b, p = book.inconsistent()
-            bad, pairs = bad + b, pairs + p
-        totals = {key: sum(book.summary()[key] for book in books.values())
+    def method_details(self, reranked: Reranked) -> dict[str, Any]:
+        records = reranked.records
+        bad = sum(r["inconsistent_pairs"] for r in records.values())
+        pairs = sum(r["pairs_in_both_orders"] for r in records.values())
+        totals = {key: sum(r[key] for r in records.values())
                   for key in ("comparisons", "prompts", "cache_hits", "unparsed")}
-        return {"answer_tokens": state["forms"], **totals,
+        return {"answer_tokens": reranked.prepared, **totals,
                 "inconsistent_rate": round(bad / pairs, 4) if pairs else 0.0,
-                "per_query": {qid: book.summary() for qid, book in sorted(books.items())}}
+                "per_query": dict(sorted(records.items()))}
 
-    def check_method(self, state: dict[str, Any]) -> None:
-        prompts = sum(book.prompts for book in state["queries"].values())
-        unparsed = self.repairs(state)["unparsed_answer"]
+    def check_method(self, reranked: Reranked) -> None:
+        prompts = sum(r["prompts"] for r in reranked.records.values())
+        unparsed = self.repairs(reranked)["unparsed_answer"]
         if prompts and unparsed / prompts > self.max_repair_rate:
             raise UserError(f"stage '{self.name}': {unparsed} of {prompts} answers named neither passage "
                             f"(more than max_repair_rate {self.max_repair_rate:g}); the model does not "
                             "follow the output format")
 
-    def program(self, query: Query, template: Template, state: dict[str, Any]) -> Program:
-        book = state["queries"].setdefault(query.qid, Comparisons())
+    def program(self, query: Query, template: Template, forms: dict[str, list[str]]) -> Program:
+        book = Comparisons()
         n = len(query.candidates)
 
         def beats(i: int, j: int) -> Steps:
             """Whether candidate i goes above j; a tie keeps the input order."""
-            (won,) = yield from self._outcomes(query, template, state["forms"], book, [(i, j)])
+            (won,) = yield from self._outcomes(query, template, forms, book, [(i, j)])
             return won > 0.5 or (won == 0.5 and i < j)
 
         if self.strategy == "allpair":
             pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
             wins = [0.0] * n
-            for (i, j), won in zip(pairs, (yield from self._outcomes(query, template, state["forms"], book, pairs))):
+            for (i, j), won in zip(pairs, (yield from self._outcomes(query, template, forms, book, pairs))):
                 wins[i] += won
                 wins[j] += 1.0 - won
-            return {c.docid: wins[i] for i, c in enumerate(query.candidates)}
+            return {c.docid: wins[i] for i, c in enumerate(query.candidates)}, book.summary()
         sort = heap_top if self.strategy == "heapsort" else sliding_top
         order = yield from sort(n, min(self.top_k, n), beats)
-        return {query.candidates[i].docid: float(n - rank) for rank, i in enumerate(order)}
+        return {query.candidates[i].docid: float(n - rank) for rank, i in enumerate(order)}, book.summary()
+
+    def planned_calls(self, n: int) -> tuple[int, int]:
+        """Prompts for ``n`` candidates: allpair N(N−1); a sort asks each pair once, in both orders.
+
+        A sort's comparisons depend on the answers (sliding's count does not, but which pairs
+        meet again does). Any sort that finds the best candidate compares N−1 distinct pairs
+        at least; at most it asks its comparison bound twice, and never more than N(N−1).
+        """
+        every = n * (n - 1)
+        if self.strategy == "allpair" or n <= 1:
+            return every, every
+        k = min(self.top_k, n)
+        if self.strategy == "sliding":
+            passes = min(k, n - 1)
+            comparisons = passes * (n - 1) - passes * (passes - 1) // 2
+        else:
+            comparisons = 2 * n + 2 * k * (n.bit_length() - 1)  # heapify ≤ 2N, each extraction ≤ 2⌊log₂N⌋
+        return min(2 * (n - 1), every), min(2 * comparisons, every)
+
+    def prompts_known_in_advance(self) -> bool:
+        return self.strategy == "allpair"
 
     def _outcomes(self, query: Query, template: Template, forms: dict[str, list[str]], book: Comparisons,
                   pairs: list[tuple[int, int]]) -> Steps:

@@ -22,7 +22,7 @@ from rerankcli.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Continuation, NextToken
 from rerankcli.llm.scheduler import Program
-from rerankcli.rerank.llm_stage import LLMRerankStage, answer_probabilities
+from rerankcli.rerank.llm_stage import LLMRerankStage, Reranked, answer_probabilities
 from rerankcli.rerank.prompts import Template
 from rerankcli.rerank.stage import Query
 
@@ -50,18 +50,18 @@ class YesNoStage(LLMRerankStage):
     default_prompt: ClassVar = "yes-no"
     asks: ClassVar = (NextToken,)
 
-    def prepare_method(self, backend: Backend) -> dict[bool, list[str]]:
-        return answer_tokens(backend, {True: self.yes, False: self.no})
+    def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
+        return answer_tokens(backend, {"yes": self.yes, "no": self.no})
 
-    def method_details(self, state: dict[bool, list[str]]) -> dict[str, Any]:
-        return {"answer_tokens": {"yes": state[True], "no": state[False]}}
+    def method_details(self, reranked: Reranked) -> dict[str, Any]:
+        return {"answer_tokens": reranked.prepared}
 
-    def program(self, query: Query, template: Template, state: dict[bool, list[str]]) -> Program:
-        forms = tuple(state[True] + state[False])
-        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), forms)
+    def program(self, query: Query, template: Template, forms: dict[str, list[str]]) -> Program:
+        asked = tuple(forms["yes"] + forms["no"])
+        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked)
                          for c in query.candidates]
-        return {c.docid: answer_probabilities(a.logprobs, state)[True]
-                for c, a in zip(query.candidates, answers)}
+        return {c.docid: answer_probabilities(a.logprobs, forms)["yes"]
+                for c, a in zip(query.candidates, answers)}, {}
 
 
 class GradedStage(LLMRerankStage):
@@ -71,21 +71,21 @@ class GradedStage(LLMRerankStage):
     default_prompt: ClassVar = "graded"
     asks: ClassVar = (NextToken,)
 
-    def prepare_method(self, backend: Backend) -> dict[int, list[str]]:
-        return answer_tokens(backend, {label: str(label) for label in range(self.scale + 1)})
+    def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
+        return answer_tokens(backend, {str(label): str(label) for label in range(self.scale + 1)})
 
-    def method_details(self, state: dict[int, list[str]]) -> dict[str, Any]:
-        return {"label_tokens": {str(k): v for k, v in state.items()}}
+    def method_details(self, reranked: Reranked) -> dict[str, Any]:
+        return {"label_tokens": reranked.prepared}
 
-    def program(self, query: Query, template: Template, state: dict[int, list[str]]) -> Program:
-        forms = tuple(f for label in sorted(state) for f in state[label])
-        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), forms)
+    def program(self, query: Query, template: Template, forms: dict[str, list[str]]) -> Program:
+        asked = tuple(f for label in sorted(forms, key=int) for f in forms[label])
+        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked)
                          for c in query.candidates]
         scores = {}
         for c, a in zip(query.candidates, answers):
-            probabilities = answer_probabilities(a.logprobs, state)
-            scores[c.docid] = sum(label * p for label, p in probabilities.items())
-        return scores
+            probabilities = answer_probabilities(a.logprobs, forms)
+            scores[c.docid] = sum(int(label) * p for label, p in probabilities.items())
+        return scores, {}
 
 
 class QueryLikelihoodStage(LLMRerankStage):
@@ -95,9 +95,9 @@ class QueryLikelihoodStage(LLMRerankStage):
     placeholders: ClassVar = ({"passage"}, {"passage"})
     asks: ClassVar = (Continuation,)
 
-    def program(self, query: Query, template: Template, state: None) -> Program:
+    def program(self, query: Query, template: Template, prepared: None) -> Program:
         if not query.text.strip():
             raise UserError(f"query {query.qid!r} is empty: query likelihood has nothing to score")
         answers = yield [Continuation(template.prompt(query.text, c.text, self.max_passage_tokens),
                                       " " + query.text.strip()) for c in query.candidates]
-        return {c.docid: a.mean for c, a in zip(query.candidates, answers)}
+        return {c.docid: a.mean for c, a in zip(query.candidates, answers)}, {}
