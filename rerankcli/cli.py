@@ -390,10 +390,23 @@ def _named_runs(arguments: list[str]) -> dict[str, Path]:
     return named
 
 
+def _usage_error(exc: Exception) -> str | None:
+    """One line for a command-line usage error (click's, or the click that typer vendors), else None.
+
+    Matched by shape, not class: typer >= 0.23 raises its own copy of click's exceptions.
+    """
+    if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+        return None
+    ctx = getattr(exc, "ctx", None)
+    command = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{command}{exc.format_message().replace('Value error, ', '')}{hint}"
+
+
 def main() -> None:
     """Entry point: one line and exit 2 for user errors, never a traceback for them."""
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="rerank")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -403,11 +416,13 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":  # click's Abort (Ctrl-C at a prompt)
             sys.exit(1)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `rerank`: the help, as click prints it
+            print(exc.format_message(), file=sys.stderr)  # type: ignore[attr-defined]
+            sys.exit(2)
+        line = _usage_error(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]

@@ -122,12 +122,16 @@ def load_pipeline(path: str | Path) -> Pipeline:
     dataset = (top.dataset or DatasetConfig()).resolved(base)
     _check_dataset(dataset, stages, lambda loc, msg: _fail(path, lines, loc, msg))
     output = base / (top.output if top.output is not None else Path("runs") / top.name)
+    cache = (base / top.cache).resolve() if top.cache is not None else None
+    for field, folder in (("output", output), ("cache", cache)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise _fail(path, lines, (field,), f"field '{field}': {folder.resolve()} is a file, not a folder")
     return Pipeline(
         name=top.name,
         source=path,
         dataset=dataset,
         output=output.resolve(),
-        cache=(base / top.cache).resolve() if top.cache is not None else None,
+        cache=cache,
         executor=top.executor,
         stages=stages,
         inputs=inputs,

@@ -19,3 +19,12 @@ class UserError(Exception):
 def where(path: str | Path, line: int | None = None) -> str:
     """``file`` or ``file:line``, the prefix of every message about a file."""
     return f"{path}:{line}" if line is not None else str(path)
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr`` of a value from a user's file, cut to ``limit`` characters.
+
+    Error messages quote what they found; a 10 MB token must not become a 10 MB line.
+    """
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import ValidationInfo, field_validator
 
 from rerankcli.data.dataset import first_line_of
-from rerankcli.errors import UserError, where
+from rerankcli.errors import UserError, shown, where
 from rerankcli.hashing import file_digest
 from rerankcli.runs import Run, read_run
 from rerankcli.stage import Context, StageConfig, StageOutput
@@ -50,13 +51,26 @@ class LoadStage(StageConfig):
     def fingerprint(self, ctx: Context) -> dict[str, Any]:
         return {"run": file_digest(self.run)}
 
-    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
-        run = read_run(self.run)
+    def check_inputs(self, ctx: Context) -> None:
+        self._read(ctx)
+
+    def _read(self, ctx: Context) -> Run:
+        """The run file, read once per process (``check_inputs`` reads it before any stage runs)."""
+        run = _read_run_once(self.run, file_digest(self.run))
         if ctx.dataset.has("queries"):
             check_queries_known(run, set(ctx.dataset.all_queries()), self.run)
+        return run
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        run = self._read(ctx)
         if self.k is not None:
             run = run.top(self.k)
         return StageOutput(run=run, details={"source": str(self.run)})
+
+
+@functools.lru_cache(maxsize=4)
+def _read_run_once(path: Path, digest: str) -> Run:
+    return read_run(path)
 
 
 def check_queries_known(run: Run, known: set[str], path: Path) -> None:
@@ -64,4 +78,4 @@ def check_queries_known(run: Run, known: set[str], path: Path) -> None:
     unknown = set(run.scores) - known
     if unknown:
         number, qid = first_line_of(path, unknown)
-        raise UserError(f"{where(path, number)}: query {qid!r} is not in the dataset's queries")
+        raise UserError(f"{where(path, number)}: query {shown(qid)} is not in the dataset's queries")

@@ -9,11 +9,14 @@ A model spec is one of
   are byte-identical to the hub's (sha256 checked against the hub's published digest);
   otherwise it is downloaded through huggingface_hub when the model is used.
 The resolution, and the content digest that enters stage keys, go into the manifest; a
-failure lists everything that was tried.
+failure lists everything that was tried. A model folder that ships Python code of its own
+(``auto_map`` in its config, a custom sentence-transformers module) is refused before anything
+runs unless the stage sets ``trust_remote_code: true``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -110,7 +113,36 @@ def resolve_package(spec: str) -> ResolvedModel:
     return ResolvedModel(spec, f"package {distribution} at {folder}", tree_digest(folder), folder)
 
 
-def resolve_model(spec: str, base_dir: Path, revision: str | None = None) -> ResolvedModel:
+def custom_code(folder: Path) -> list[str]:
+    """What in a model folder asks to run the folder's own Python code when loaded."""
+    def read(name: str) -> object:
+        try:
+            return json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    found = [f"{name} auto_map" for name in ("config.json", "tokenizer_config.json")
+             if isinstance(data := read(name), dict) and data.get("auto_map")]
+    modules = read("modules.json")
+    if isinstance(modules, list) and any(isinstance(m, dict) and not str(m.get("type", "")).startswith(
+            "sentence_transformers.") for m in modules):
+        found.append("a custom module in modules.json")
+    return found
+
+
+def resolve_model(spec: str, base_dir: Path, revision: str | None = None,
+                  trust_remote_code: bool = False) -> ResolvedModel:
+    """Resolve ``spec``; refuse a folder with code of its own unless ``trust_remote_code``."""
+    model = _resolve(spec, base_dir, revision)
+    if model.path is not None and not trust_remote_code:
+        found = custom_code(model.path)
+        if found:
+            raise UserError(f"model {spec!r} ships Python code of its own ({', '.join(found)}); it runs only "
+                            "when the stage sets trust_remote_code: true (LLM stages: under backend:)")
+    return model
+
+
+def _resolve(spec: str, base_dir: Path, revision: str | None) -> ResolvedModel:
     tried: list[str] = []
     if spec.startswith("package:"):
         return resolve_package(spec)

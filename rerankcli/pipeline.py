@@ -81,13 +81,19 @@ class Runner:
                  shard: Shard | None = None, merge_only: bool = False,
                  executor: ExecutorConfig | None = None) -> None:
         self.pipeline = pipeline
-        self.store = Store(cache_dir or pipeline.cache or default_cache_dir())
+        root = cache_dir or pipeline.cache or default_cache_dir()
+        if root.exists() and not root.is_dir():
+            raise UserError(f"cache folder {root}: is a file, not a folder")
+        self.store = Store(root)
         self.force = force or set()
         unknown = self.force - {"*"} - {s.name for s in pipeline.stages}
         if unknown:
             raise UserError(f"--force: no stage named {sorted(unknown)[0]!r} in {pipeline.source}")
         self.log = log or _stderr
         self.shard, self.merge_only = shard, merge_only
+        if merge_only and not any(per_query(s) for s in pipeline.stages):
+            raise UserError(f"rerank merge: {pipeline.source} has no LLM rerank stage, so it has no shards to "
+                            "merge; use `rerank run`")
         if shard is not None and not any(per_query(s) for s in pipeline.stages):
             raise UserError(f"--shard {shard.label}: {pipeline.source} has no LLM rerank stage to share out "
                             "(shards split the queries of LLM rerank stages)")
@@ -100,7 +106,12 @@ class Runner:
         """Key and fingerprint of every stage, in order; raises before any compute."""
         keys: dict[str, tuple[str, dict[str, Any]]] = {}
         for stage in self.pipeline.stages:
-            fingerprint = stage.fingerprint(self.ctx)
+            try:
+                fingerprint = stage.fingerprint(self.ctx)
+            except UserError as exc:  # a missing model or prompt: say which stage asked for it
+                if f"stage '{stage.name}'" in str(exc):
+                    raise
+                raise UserError(f"{self.pipeline.source}: stage '{stage.name}': {exc}") from None
             inputs = [keys[name][0] for name in self.pipeline.inputs[stage.name]]
             keys[stage.name] = (stage_key(stage, inputs, fingerprint), fingerprint)
         self._check_outputs_do_not_overwrite_inputs()
@@ -108,6 +119,19 @@ class Runner:
 
     def cached(self, key: str) -> bool:
         return self.store.has_stage(key)
+
+    def _forced(self, stage: StageConfig) -> bool:
+        return "*" in self.force or stage.name in self.force
+
+    def check_inputs(self, keys: dict[str, tuple[str, dict[str, Any]]]) -> None:
+        """Read the data files of every stage that will compute, before the first one runs.
+
+        So a malformed qrels file stops the job before retrieval is computed and cached, and a
+        job that fails on bad input leaves the output and cache folders as they were.
+        """
+        for stage in self.pipeline.stages:
+            if self._forced(stage) or not self.store.has_stage(keys[stage.name][0]):
+                stage.check_inputs(self.ctx)
 
     def run(self) -> PipelineReport:
         try:
@@ -118,6 +142,7 @@ class Runner:
 
     def _run(self) -> PipelineReport:
         keys = self.plan()
+        self.check_inputs(keys)
         reports = []
         metrics: dict[str, dict[str, float]] = {}
         waiting: set[str] = set()  # shard mode: stages that need every query
@@ -131,18 +156,23 @@ class Runner:
                 waiting.add(stage.name)
                 continue
             if self.shard is not None and per_query(stage):
-                outputs = self._run_shard(stage, key, fingerprint, inputs, keys)
+                with self.store.lock(f"{key}.{self.shard.index}-of-{self.shard.count}", lambda: self.log(
+                        f"[{stage.name}] waiting: another process is computing shard {self.shard.label}")):
+                    outputs = self._run_shard(stage, key, fingerprint, inputs, keys)
                 reports.append(StageReport(stage.name, key, False, time.monotonic() - started, outputs))
                 continue
-            forced = "*" in self.force or stage.name in self.force
-            if self.store.has_stage(key) and not forced:
+            forced = self._forced(stage)
+            cached = not forced and self.store.has_stage(key)
+            if not cached:
+                with self.store.lock(key, lambda: self.log(
+                        f"[{stage.name}] waiting: another process is computing it ({key[:12]})")):
+                    cached = not forced and self.store.has_stage(key)  # it may have finished meanwhile
+                    if not cached:
+                        self.log(f"[{stage.name}] running ({key[:12]})")
+                        self._compute(stage, key, fingerprint, {n: keys[n][0] for n in inputs}, forced)
+            if cached:
                 self.log(f"[{stage.name}] cached ({key[:12]})")
                 self.store.journal_path(key).unlink(missing_ok=True)  # left by a kill after publishing
-                cached = True
-            else:
-                self.log(f"[{stage.name}] running ({key[:12]})")
-                self._compute(stage, key, fingerprint, {n: keys[n][0] for n in inputs}, forced)
-                cached = False
             outputs = self._export(stage, key, inputs, metrics)
             wall = time.monotonic() - started
             if not cached:
@@ -219,7 +249,7 @@ class Runner:
                    keys: dict[str, tuple[str, dict[str, Any]]]) -> list[Path]:
         """Compute this shard's queries of a per-query stage; write its results and run to shards/."""
         assert self.shard is not None
-        forced = "*" in self.force or stage.name in self.force
+        forced = self._forced(stage)
         if self.store.has_stage(key) and not forced:  # the whole stage is done: take this shard's part
             run = self._input_run(key)
             self._shard_runs[stage.name] = Run({q: d for q, d in run.scores.items() if self.shard.selects(q)})

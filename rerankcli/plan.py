@@ -193,9 +193,8 @@ def _renderer(runner: Runner, stage: LLMRerankStage) -> Renderer:
     from transformers import AutoConfig, AutoTokenizer
 
     from rerankcli.llm.gguf import hf_folder
-    from rerankcli.models import resolve_model
 
-    model = resolve_model(stage.model, runner.ctx.base_dir, stage.revision)
+    model = stage.resolved_model(runner.ctx.base_dir)
     folder = hf_folder(model, runner.store, runner.log)
     config = stage.backend_config()
     trust = bool(getattr(config, "trust_remote_code", False))

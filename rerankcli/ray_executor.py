@@ -28,12 +28,11 @@ class QueryWorker:
     """A Ray actor: the stage's model on this worker's devices, ready to score chunks of queries."""
 
     def __init__(self, stage: LLMRerankStage, base_dir: Path, cache_root: Path) -> None:
-        from rerankcli.models import resolve_model
         from rerankcli.store import Store
 
         self.stage = stage
         ctx = Context(None, Store(cache_root), base_dir, print, False)  # type: ignore[arg-type]
-        self.backend = stage.load_backend(ctx, resolve_model(stage.model, base_dir, stage.revision))
+        self.backend = stage.load_backend(ctx, stage.resolved_model(base_dir))
         self.template = stage.template(base_dir)
         self.prepared = stage.prepare_method(self.backend)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rerankcli.atomic import atomic_open
-from rerankcli.errors import UserError, where
+from rerankcli.errors import UserError, shown, where
 
 
 def ranking_key(item: tuple[str, float]) -> tuple[float, str]:
@@ -97,13 +97,13 @@ def read_run(path: str | Path) -> Run:
         try:
             int(rank)
         except ValueError:
-            raise UserError(f"{where(path, number)}: rank {rank!r} is not an integer") from None
+            raise UserError(f"{where(path, number)}: rank {shown(rank)} is not an integer") from None
         try:
             score = float(score_text)
         except ValueError:
-            raise UserError(f"{where(path, number)}: score {score_text!r} is not a number") from None
+            raise UserError(f"{where(path, number)}: score {shown(score_text)} is not a number") from None
         if not math.isfinite(score):
-            raise UserError(f"{where(path, number)}: score {score_text!r} is not finite")
+            raise UserError(f"{where(path, number)}: score {shown(score_text)} is not finite")
         first = seen_at.setdefault((qid, docid), number)
         if first != number:
             raise UserError(

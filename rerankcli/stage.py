@@ -114,6 +114,16 @@ class StageConfig(BaseModel):
         """The dataset parts this configured stage reads (``needs``, less what it brings itself)."""
         return self.needs
 
+    def check_inputs(self, ctx: Context) -> None:
+        """Read the data files this stage will read, before any stage of the job runs.
+
+        A malformed corpus, queries or qrels file then stops the job with nothing written,
+        instead of after earlier stages were computed and published. The dataset keeps what
+        it read, so the stage does not read it twice.
+        """
+        for part in sorted(self.dataset_parts()):
+            ctx.dataset.load(part)
+
     def prepare(self, ctx: Context) -> str | None:
         """Build what this stage reuses between runs (an index, embeddings), if anything.
 

@@ -4,18 +4,28 @@ Layout under the cache folder:
   stages/<key>/run.trec | metrics.json, manifest.json   one folder per stage key
   artifacts/<kind>/<key>/...                             e.g. a BM25 index, corpus embeddings
   journals/<key>[.<i>-of-<N>].jsonl                      per-query results of a stage being computed
+  locks/<key>.lock                                       held by the process computing a stage
   tmp/                                                   staging, renamed into place when complete
 An entry exists only once its folder is renamed into place, so a crash leaves no entry
-that looks complete, and two processes computing the same key cannot corrupt it.
+that looks complete, and two processes computing the same key cannot corrupt it. A process
+computing a stage also holds the key's lock, so a second ``rerank run`` on the same cache
+waits for the entry instead of computing it again beside the first (and sharing its journal).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from rerankcli.atomic import publish_dir
 from rerankcli.hashing import use_memo
@@ -44,6 +54,25 @@ class Store:
         """Where a per-query stage journals its finished queries (one file per key and shard)."""
         suffix = f".{shard.index}-of-{shard.count}" if shard is not None else ""
         return self.root / "journals" / f"{key}{suffix}.jsonl"
+
+    @contextlib.contextmanager
+    def lock(self, key: str, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Hold the key's exclusive lock (``flock``: released by the kernel if the process dies)."""
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{key}.lock", "a") as handle:
+            if fcntl is None:  # no flock (Windows): atomic publishing still keeps entries whole
+                yield
+                return
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def artifact_dir(self, kind: str, key: str) -> Path:
         return self.root / "artifacts" / kind / key

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from rerankcli.errors import UserError, where
+from rerankcli.errors import UserError, shown, where
 
 Location = tuple[Any, ...]
 
@@ -22,17 +22,32 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that records the line of every mapping key and sequence item."""
 
 
-def _lines_of(node: yaml.Node, path: Location, lines: dict[Location, int]) -> None:
+def _lines_of(node: yaml.Node, path: Location, lines: dict[Location, int], source: Path,
+              seen: set[int] | None = None) -> None:
+    """Record lines below ``node``; refuse duplicate keys.
+
+    A node reached again through an alias is not walked again: an alias names the same
+    value, and walking every path to it is exponential in a 'billion laughs' file.
+    """
+    seen = set() if seen is None else seen
     lines.setdefault(path, node.start_mark.line + 1)
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _lines_of(value_node, path + (key,), lines)
-            lines[path + (key,)] = key_node.start_mark.line + 1
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key != "<<" and isinstance(key_node, yaml.ScalarNode):
+                if key in first:
+                    raise UserError(f"{where(source, line)}: duplicate key {shown(key)}, first on line {first[key]}")
+                first[key] = line
+            lines[path + (key,)] = line
+            _lines_of(value_node, path + (key,), lines, source, seen)
+            lines[path + (key,)] = line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _lines_of(item, path + (index,), lines)
+            _lines_of(item, path + (index,), lines, source, seen)
 
 
 def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
@@ -61,7 +76,7 @@ def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
         raise UserError(f"{path}: invalid YAML ({exc})") from None
     lines: dict[Location, int] = {}
     if node is not None:
-        _lines_of(node, (), lines)
+        _lines_of(node, (), lines, path)
     return data, lines
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from rerankcli.data.formats import Corpus, Qrels, read_corpus, read_qrels, read_queries
-from rerankcli.errors import UserError, where
+from rerankcli.errors import UserError, shown, where
 from rerankcli.hashing import file_digest
 from rerankcli.stage import versions
 
@@ -95,6 +95,10 @@ class Dataset:
             return f"{digest}#judged-by:{file_digest(self.config.qrels)}"
         return digest
 
+    def load(self, part: str) -> object:
+        """The part as the stages that declare it read it (queries: the retrieval set)."""
+        return {"corpus": self.corpus, "queries": self.queries, "qrels": self.qrels}[part]()
+
     @functools.cache
     def corpus(self) -> Corpus:
         if self.config.irds is not None:
@@ -130,6 +134,6 @@ class Dataset:
                 raise UserError(f"{self.label}: {count} absent from the queries")
             path = self.path("qrels")
             number, qid = first_line_of(path, absent)
-            raise UserError(f"{where(path, number)}: query {qid!r} is not in the queries file "
+            raise UserError(f"{where(path, number)}: query {shown(qid)} is not in the queries file "
                             f"{self.path('queries')} ({count} absent)")
         return {qid: queries[qid] for qid in queries if qid in qrels}

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerankcli.errors import UserError, where
+from rerankcli.errors import UserError, shown, where
 from rerankcli.runs import read_text
 
 Qrels = dict[str, dict[str, int]]
@@ -97,7 +97,7 @@ def _record_id(record: dict, path: Path, number: int) -> str:
 
 def _check_id(value: str, path: Path, number: int) -> str:
     if any(ch.isspace() for ch in value) or not value:
-        raise UserError(f"{where(path, number)}: id {value!r} is empty or contains white space")
+        raise UserError(f"{where(path, number)}: id {shown(value)} is empty or contains white space")
     return value
 
 
@@ -111,7 +111,7 @@ def read_corpus(path: str | Path) -> Corpus:
     def keep(docid: str, title: str, text: str, number: int) -> None:
         if first_line.setdefault(docid, number) != number:
             raise UserError(
-                f"{where(path, number)}: duplicate document id {docid!r}, "
+                f"{where(path, number)}: duplicate document id {shown(docid)}, "
                 f"first on line {first_line[docid]}"
             )
         ids.append(docid)
@@ -147,10 +147,10 @@ def read_queries(path: str | Path) -> dict[str, str]:
     for number, qid, text in _query_records(path):
         if first_line.setdefault(qid, number) != number:
             raise UserError(
-                f"{where(path, number)}: duplicate query id {qid!r}, first on line {first_line[qid]}"
+                f"{where(path, number)}: duplicate query id {shown(qid)}, first on line {first_line[qid]}"
             )
         if not text.strip():
-            raise UserError(f"{where(path, number)}: query {qid!r} has empty text")
+            raise UserError(f"{where(path, number)}: query {shown(qid)} has empty text")
         queries[qid] = text
     if not queries:
         raise UserError(f"{path}: the queries file has no queries")
@@ -198,7 +198,7 @@ def read_qrels(path: str | Path) -> Qrels:
         qid, docid, rel = (fields[0], fields[1], fields[2]) if columns == 3 else (
             fields[0], fields[2], fields[3])
         if not _is_int(rel):
-            raise UserError(f"{where(path, number)}: relevance {rel!r} is not an integer")
+            raise UserError(f"{where(path, number)}: relevance {shown(rel)} is not an integer")
         if first_line.setdefault((qid, docid), number) != number:
             raise UserError(
                 f"{where(path, number)}: duplicate judgement of document {docid} for query "

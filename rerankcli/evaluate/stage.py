@@ -71,6 +71,12 @@ class EvaluateStage(StageConfig):
     def dataset_parts(self) -> frozenset[str]:
         return frozenset() if self.qrels is not None else self.needs
 
+    def check_inputs(self, ctx: Context) -> None:
+        if self.qrels is not None:
+            read_qrels(self.qrels)
+        else:
+            super().check_inputs(ctx)
+
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "qrels": None}
 

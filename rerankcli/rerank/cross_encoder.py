@@ -38,7 +38,7 @@ class CrossEncoderStage(RerankStage):
         if importlib.util.find_spec("sentence_transformers") is None:
             raise UserError(f"stage '{self.name}': cross-encoders need sentence-transformers "
                             "(pip install 'rerankcli[dense]')")
-        return {"model": resolve_model(self.model, ctx.base_dir, self.revision).identity,
+        return {"model": resolve_model(self.model, ctx.base_dir, self.revision, self.trust_remote_code).identity,
                 "corpus": ctx.dataset.fingerprint("corpus"),
                 "queries": ctx.dataset.fingerprint("queries"), "versions": versions(*LIBRARIES)}
 
@@ -47,7 +47,7 @@ class CrossEncoderStage(RerankStage):
         from sentence_transformers import CrossEncoder
 
         queries = self.candidates(ctx, inputs[0])
-        resolved = resolve_model(self.model, ctx.base_dir, self.revision)
+        resolved = resolve_model(self.model, ctx.base_dir, self.revision, self.trust_remote_code)
         model = CrossEncoder(str(local_model_path(resolved)), device=self.device, max_length=self.max_length,
                              trust_remote_code=self.trust_remote_code, activation_fn=torch.nn.Identity())
         if model.config.num_labels != 1:

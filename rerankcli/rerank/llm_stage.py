@@ -85,7 +85,7 @@ class LLMRerankStage(RerankStage):
         from rerankcli.llm.backend import require
 
         require(backend_class(self.backend.type), self.asks, self.method)  # type: ignore[attr-defined]
-        model = resolve_model(self.model, ctx.base_dir, self.revision)
+        model = self.resolved_model(ctx.base_dir)
         return {
             "model": model.identity,
             "prompt": self.template(ctx.base_dir).digest,
@@ -100,7 +100,7 @@ class LLMRerankStage(RerankStage):
 
         template = self.template(ctx.base_dir)
         queries = self.candidates(ctx, inputs[0])
-        model = resolve_model(self.model, ctx.base_dir, self.revision)
+        model = self.resolved_model(ctx.base_dir)
         journal = ctx.journal
         wanted = {q.qid for q in queries}
         restored = {q: r for q, r in (journal.results if journal else {}).items() if q in wanted}
@@ -127,6 +127,11 @@ class LLMRerankStage(RerankStage):
                    "llm": accounting.manifest(), "restored_queries": len(restored),
                    **self.method_details(reranked)}
         return output(inputs[0], scores, self.depth, details)
+
+    def resolved_model(self, base_dir: Path) -> ResolvedModel:
+        """The stage's model; code shipped with it runs only if the backend trusts it."""
+        trust = bool(getattr(self.backend, "trust_remote_code", False))
+        return resolve_model(self.model, base_dir, self.revision, trust_remote_code=trust)
 
     def load_backend(self, ctx: Context, model: ResolvedModel) -> Backend:
         """The model on this stage's backend (shared within the process), behind the call cache if asked."""

@@ -42,6 +42,10 @@ class RerankStage(StageConfig):
     reads: ClassVar = "one"
     needs: ClassVar = frozenset({"corpus", "queries"})
 
+    def check_inputs(self, ctx: Context) -> None:
+        ctx.dataset.corpus()
+        ctx.dataset.all_queries()  # a reranker takes any query of its input run, judged or not
+
     def candidates(self, ctx: Context, run: Run) -> list[Query]:
         """Each query of the run with its top-``depth`` documents' texts."""
         corpus = ctx.dataset.corpus()

@@ -52,7 +52,7 @@ class DenseStage(StageConfig):
         if importlib.util.find_spec("sentence_transformers") is None:
             raise UserError(f"stage '{self.name}': dense retrieval needs sentence-transformers "
                             "(pip install 'rerankcli[dense]')")
-        model = resolve_model(self.model, ctx.base_dir, self.revision)
+        model = resolve_model(self.model, ctx.base_dir, self.revision, self.trust_remote_code)
         return {
             "model": model.identity,
             "corpus": ctx.dataset.fingerprint("corpus"),
@@ -61,7 +61,7 @@ class DenseStage(StageConfig):
         }
 
     def prepare(self, ctx: Context) -> str | None:
-        resolved = resolve_model(self.model, ctx.base_dir, self.revision)
+        resolved = resolve_model(self.model, ctx.base_dir, self.revision, self.trust_remote_code)
         encoder = _load_encoder(resolved, self)
         corpus = ctx.dataset.corpus()
         embeddings, cached = self._corpus_embeddings(ctx, encoder, resolved.identity, corpus)
@@ -69,7 +69,7 @@ class DenseStage(StageConfig):
                 f"{'reused' if cached else 'built'}")
 
     def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
-        resolved = resolve_model(self.model, ctx.base_dir, self.revision)
+        resolved = resolve_model(self.model, ctx.base_dir, self.revision, self.trust_remote_code)
         encoder = _load_encoder(resolved, self)
         corpus = ctx.dataset.corpus()
         embeddings, cached = self._corpus_embeddings(ctx, encoder, resolved.identity, corpus)
