@@ -76,8 +76,12 @@ def test_two_fresh_caches_give_byte_identical_runs_and_metrics(reference, llm_st
 
 def test_two_processes_on_one_cache_finish_as_one_run(reference, llm_store, tmp_path) -> None:
     _, env = workspace(tmp_path, llm_store)
-    first, second = start(tmp_path, env), start(tmp_path, env)
-    finish(first), finish(second)
+    logs = [tmp_path / f"log{i}.txt" for i in (1, 2)]  # files, not pipes: a full pipe could stall a process
+    with open(logs[0], "w") as one, open(logs[1], "w") as two:
+        processes = [subprocess.Popen([sys.executable, "-m", "rerankcli", "run", str(tmp_path / "p.yaml")],
+                                      env=env, stdout=log, stderr=log) for log in (one, two)]
+        for proc, log in zip(processes, logs):
+            assert proc.wait(timeout=900) == 0, log.read_text()
     for name in OUTPUTS:
         assert (tmp_path / "out" / name).read_bytes() == (reference / name).read_bytes(), name
     cache = tmp_path / "cache"
