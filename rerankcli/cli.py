@@ -165,13 +165,15 @@ def validate_command(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
 ) -> None:
-    """Check a pipeline without running it: fields, inputs, files, models; show what is cached."""
+    """Check a pipeline without running it: fields, inputs, models, and the data files of the
+    stages that would run; show what is cached."""
     from rerankcli.config import load_pipeline
     from rerankcli.pipeline import Runner
 
     config = load_pipeline(pipeline)
     runner = Runner(config, cache_dir, show_progress=False)
     keys = runner.plan()
+    runner.check_inputs(keys)
     for stage in config.stages:
         key = keys[stage.name][0]
         reads = ", ".join(config.inputs[stage.name]) or "-"

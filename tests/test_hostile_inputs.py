@@ -245,6 +245,9 @@ CASES: dict[str, Case] = {
                                                   "--qrels", "{root}/data/qrels.txt")),
     "cli: plan of a missing pipeline": Case({}, ("{root}/absent.yaml", "pipeline file not found"),
                                             args=("plan", "{root}/absent.yaml")),
+    "cli: validate finds bad qrels": Case({"data/qrels.txt": QRELS + b"q01 0 yield high\n"},
+                                          (data(f"qrels.txt:{QRELS_LINES + 1}:"), "is not an integer"),
+                                          args=("validate", "{root}/p.yaml")),
     "cli: validate of a binary file": Case({"p.yaml": GARBAGE}, ("{root}/p.yaml", "not valid UTF-8"),
                                            args=("validate", "{root}/p.yaml")),
 }
