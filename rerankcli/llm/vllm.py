@@ -74,7 +74,8 @@ class VLLMBackend(Backend):
         try:
             self.llm = LLM(**arguments)
         except (ValueError, RuntimeError) as exc:
-            raise UserError(f"backend vllm: the engine did not start: {_first_line(exc)}") from None
+            raise UserError(f"backend vllm: the engine did not start: {_first_line(exc)}"
+                            f"{_memory_hint(exc)}") from None
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=config.trust_remote_code)
         max_len = self.llm.llm_engine.model_config.max_model_len
         self.renderer = Renderer(self.tokenizer, max_len, config.chat)
@@ -129,6 +130,15 @@ def _response(request: Request, output: Any, plan: tuple[Any, Any]) -> Response:
         return ContinuationLogprobs(len(rendered.ids), rendered.truncated, logprobs)
     completion = output.outputs[0]
     return Generated(len(rendered.ids), rendered.truncated, completion.text, len(completion.token_ids))
+
+
+def _memory_hint(exc: BaseException) -> str:
+    """vLLM-CPU sizes the KV cache as its share of host memory minus the whole process's resident
+    memory, so a process already holding other models leaves it nothing; an explicit size avoids that."""
+    if "kv cache allocation" not in str(exc):
+        return ""
+    return (" (set backend.engine_args.kv_cache_memory_bytes to give the KV cache an explicit size, "
+            "or raise backend.gpu_memory_utilization)")
 
 
 def _first_line(exc: BaseException) -> str:
