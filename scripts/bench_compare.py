@@ -39,7 +39,7 @@ print(report)
 def write_runs(folder: Path) -> list[Path]:
     sys.path.insert(0, str(ROOT))
     from rerankcli.retrieve.fusion import comb, rrf
-    from rerankcli.runs import read_run, write_run
+    from rerankcli.core.runs import read_run, write_run
 
     shipped = [DATA / "bm25.top100.trec", DATA / "splade-pp-ed.top100.trec"]
     inputs = [read_run(path) for path in shipped]

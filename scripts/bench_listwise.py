@@ -37,10 +37,10 @@ def main() -> None:
 
     from dl19 import DATA, backend_config, fresh_backend, load
     from rerankcli.llm.registry import close_backends
-    from rerankcli.models import resolve_model
+    from rerankcli.core.models import resolve_model
     from rerankcli.rerank.listwise import ListwiseStage
-    from rerankcli.rerank.stage import merge
-    from rerankcli.store import Store, default_cache_dir
+    from rerankcli.rerank.candidates import merge
+    from rerankcli.core.store import Store, default_cache_dir
 
     dl19 = load(args.data or DATA, args.depth, args.queries)
     candidates, bm25, score = dl19.candidates, dl19.bm25, dl19.ndcg10

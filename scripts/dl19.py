@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerankcli.data.formats import read_corpus, read_qrels, read_queries
+from rerankcli.core.formats import read_corpus, read_qrels, read_queries
 from rerankcli.evaluate.metrics import evaluate, parse_metric
-from rerankcli.rerank.stage import Candidate, Query
-from rerankcli.runs import Run, read_run
+from rerankcli.rerank.candidates import Candidate, Query
+from rerankcli.core.runs import Run, read_run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl19-passage"
 

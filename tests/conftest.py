@@ -98,7 +98,7 @@ def snapshot(*folders: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def llm_store(tmp_path_factory: pytest.TempPathFactory):
-    from rerankcli.store import Store
+    from rerankcli.core.store import Store
 
     return Store(tmp_path_factory.mktemp("llm-store"))
 
@@ -106,7 +106,7 @@ def llm_store(tmp_path_factory: pytest.TempPathFactory):
 def _converted(spec: str, store) -> Path:
     pytest.importorskip("transformers")
     from rerankcli.llm.gguf import hf_folder
-    from rerankcli.models import resolve_model
+    from rerankcli.core.models import resolve_model
 
     try:
         model = resolve_model(spec, ROOT)
@@ -167,8 +167,8 @@ QIDS = ["19335", "47923", "87181"]
 
 def dl19_subset(folder: Path, qids: list[str]) -> Path:
     """Write these DL19 queries, their qrels and their BM25 top-10 into `folder` (the corpus stays shared)."""
-    from rerankcli.data.formats import read_qrels, read_queries
-    from rerankcli.runs import Run, read_run, write_run
+    from rerankcli.core.formats import read_qrels, read_queries
+    from rerankcli.core.runs import Run, read_run, write_run
 
     source = shared("trec-dl19-passage")
     queries = read_queries(source / "queries.tsv")
@@ -205,8 +205,8 @@ def pipeline(folder: Path, data: Path, stages: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def dl19():
     """DL19 passages: texts by docid, queries, qrels and the BM25 top-100 run."""
-    from rerankcli.data.formats import read_corpus, read_qrels, read_queries
-    from rerankcli.runs import read_run
+    from rerankcli.core.formats import read_corpus, read_qrels, read_queries
+    from rerankcli.core.runs import read_run
 
     folder = shared("trec-dl19-passage")
     corpus = read_corpus(folder / "corpus.jsonl")
@@ -235,7 +235,7 @@ def run_pipeline(rerank, cache_dir, llm_store, tmp_path):
 
 def check_reranked(out: Path, name: str, bm25) -> dict:
     """The stage's run reorders each query's top-10 with distinct finite scores; its manifest."""
-    from rerankcli.runs import read_run
+    from rerankcli.core.runs import read_run
 
     run = read_run(out / f"{name}.trec")
     for qid in QIDS:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
+from rerankcli.execution.llm_session import LLMSession
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import (
     Continuation,
@@ -25,8 +27,13 @@ from rerankcli.llm.requests import (
     Prompt,
     TokenLogprobs,
 )
-from rerankcli.rerank.stage import Candidate, Query
-from rerankcli.runs import Run
+from rerankcli.rerank.candidates import Candidate, Query
+from rerankcli.core.runs import Run
+
+
+def rerank_with(stage, queries: list[Query], backend: Backend):
+    """(scores, accounting, method record) of ``stage`` over ``queries`` answered by ``backend``."""
+    return LLMSession(stage, Path("."), backend=backend).rerank(queries)
 
 
 class QrelsBackend(Backend):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
 from rerankcli.evaluate.metrics import Evaluation
 from rerankcli.evaluate.significance import TEST_NAMES, adjust, p_value
 

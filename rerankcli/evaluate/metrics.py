@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rerankcli.errors import UserError
-from rerankcli.runs import Run
+from rerankcli.core.errors import UserError
+from rerankcli.core.runs import Run
 
 Qrels = dict[str, dict[str, int]]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rerankcli.runs import Run
+from rerankcli.core.runs import Run
 
 
 @dataclass

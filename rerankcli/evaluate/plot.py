@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerankcli.atomic import atomic_open
+from rerankcli.core.atomic import atomic_open
 from rerankcli.evaluate.compare import Comparison
 
 

@@ -57,16 +57,10 @@ class Accounting(Usage):
     wall_s: float = 0.0
     repairs: Counter = field(default_factory=Counter)  # parse repairs, counted by the methods
 
-    def record(self, requests: list[Request], responses: list[Response], seconds: float) -> None:
-        self.batch_sizes.append(len(requests))
+    def record_batch(self, size: int, seconds: float) -> None:
+        """One batch the model computed (the scheduler times every call it makes)."""
+        self.batch_sizes.append(size)
         self.wall_s += seconds
-        for request, response in zip(requests, responses):
-            self.add(request, response)
-
-    def add_batches(self, other: Accounting) -> None:
-        """Take ``other``'s batches and wall time (another worker's share of the same stage)."""
-        self.batch_sizes += other.batch_sizes
-        self.wall_s += other.wall_s
 
     def manifest(self) -> dict[str, Any]:
         sizes = self.batch_sizes

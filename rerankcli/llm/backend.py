@@ -1,21 +1,26 @@
 """The interface every model backend implements, and the config fields they share.
 
-A backend declares which request kinds it answers (``answers``), so a stage can refuse before
-any compute when its method needs something the backend cannot give (ICR's attention on vLLM).
-``answer`` takes a whole batch: the backend is free to reorder, pad and bucket inside it.
+A backend describes itself in its own module: its config class, the request kinds it answers
+(``answers``: a stage whose method asks for something else is refused before compute), the
+libraries whose versions enter stage keys, its context length (read without loading weights,
+so ``rerank plan`` counts tokens as the backend would), a one-line description of where it
+runs, and a ``doctor`` check. Nobody outside keeps a table keyed by backend name.
+
+``answer`` takes a whole batch: the backend is free to reorder, pad and bucket inside it. What
+a batch costs is counted by the scheduler that sends it, not stored on the backend.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rerankcli.errors import UserError
-from rerankcli.llm.accounting import Accounting
+from rerankcli.core.checks import Check
+from rerankcli.core.errors import UserError
 from rerankcli.llm.render import Renderer
 from rerankcli.llm.requests import Request, Response
 
@@ -38,28 +43,34 @@ class BackendConfig(BaseModel):
 
 
 class Backend(ABC):
+    """A model that answers batches of requests.
+
+    Registered backends are built as ``cls(config, folder, log)``: ``config`` an instance of
+    ``config_class``, ``folder`` the model as a transformers folder (a GGUF model is
+    converted once), ``log`` a function for one-line messages.
+    """
+
+    #: the ``backend: {type: ...}`` name
     name: ClassVar[str]
+    #: the pydantic config of ``backend:``; its ``type`` field is ``Literal[name]``
+    config_class: ClassVar[type[BackendConfig]]
     #: request classes this backend answers
     answers: ClassVar[frozenset[type]]
+    #: distributions whose versions can change this backend's answers (stage keys, doctor)
+    libraries: ClassVar[tuple[str, ...]] = ()
+    #: one line for ``rerank methods``
+    summary: ClassVar[str] = ""
 
     renderer: Renderer
     #: requests per batch that keep the device busy; the scheduler fills batches to this size
     batch_size: int
-    #: which answers of the last batch came from a cache rather than the model (None: none did)
-    hits: list[bool] | None = None
-
-    def __init__(self) -> None:
-        self.accounting = Accounting()
 
     def answer(self, requests: list[Request]) -> list[Response]:
-        """Answer a batch, in order, and account for it."""
+        """Answer a batch, in order."""
         unsupported = {type(r).__name__ for r in requests if type(r) not in self.answers}
         if unsupported:
             raise UserError(f"backend {self.name} cannot answer {', '.join(sorted(unsupported))} requests")
-        start = time.perf_counter()
-        responses = self._answer(requests)
-        self.accounting.record(requests, responses, time.perf_counter() - start)
-        return responses
+        return self._answer(requests)
 
     def single_tokens(self, texts: Iterable[str]) -> list[str]:
         """The texts this model's tokenizer keeps as one token (answers must be single tokens)."""
@@ -71,20 +82,35 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the model (GPU memory, engine processes, connections)."""
 
-    def __enter__(self) -> Backend:
-        return self
+    # -- self-description, without loading a model ------------------------------------------------
+    @classmethod
+    def context_length(cls, config: BackendConfig, folder: Path, tokenizer: Any) -> int:
+        """Tokens of prompt plus answer this backend allows for the model in ``folder``."""
+        return config.max_length or _model_context(folder, tokenizer) or 4096
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    @classmethod
+    def describe(cls, config: BackendConfig) -> str:
+        """Where this backend computes, in a few words (``rerank plan``)."""
+        return cls.name
+
+    @classmethod
+    def check(cls) -> Check:
+        """Whether this backend can run here (``rerank doctor``)."""
+        from rerankcli.core.versions import versions
+
+        found = versions(*cls.libraries)
+        missing = [name for name in cls.libraries if found[name] == "absent"]
+        if missing:
+            return Check(cls.name, False, f"{', '.join(missing)} not installed")
+        return Check(cls.name, True, ", ".join(f"{n} {found[n]}" for n in cls.libraries))
 
 
-def require(backend: type[Backend], kinds: Iterable[type], method: str) -> None:
-    """Stop before compute when ``backend`` cannot answer what ``method`` asks."""
-    from rerankcli.llm.registry import BACKENDS
+def _model_context(folder: Path, tokenizer: Any) -> int | None:
+    """The model's own context length from its config file (no weights read)."""
+    from transformers import AutoConfig
 
-    missing = [k for k in kinds if k not in backend.answers]
-    if missing:
-        able = sorted(n for n, (_, cls) in BACKENDS.items() if all(k in cls.answers for k in kinds))
-        names = ", ".join(k.__name__ for k in missing)
-        raise UserError(f"method {method} needs {names} requests, which backend {backend.name} "
-                        f"cannot answer; use backend: {' or '.join(able)}")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)

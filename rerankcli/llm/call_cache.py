@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import (
     Attention,
     ContinuationLogprobs,
@@ -55,9 +55,14 @@ def decode(text: str) -> Response:
 
 
 class CallCache:
-    """The SQLite table of answered calls; safe for several processes (SQLite's own locking)."""
+    """The SQLite table of answered calls; safe for several processes (SQLite's own locking).
 
-    def __init__(self, path: Path) -> None:
+    ``namespace`` is what besides the request decides an answer (see ``namespace()``): one
+    cache object serves one stage's setup.
+    """
+
+    def __init__(self, path: Path, namespace: str) -> None:
+        self.namespace = namespace
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=120.0, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -81,72 +86,38 @@ class CallCache:
         self.db.close()
 
 
-class CachedBackend(Backend):
-    """A backend that answers known calls from a ``CallCache`` and sends the rest to ``inner``.
+def answer_through(cache: CallCache | None, answer: Callable[[list[Request]], list[Response]],
+                   requests: list[Request]) -> tuple[list[Response], list[bool], int]:
+    """Answers to ``requests``: known calls from ``cache``, the rest from ``answer`` (the model).
 
-    Its accounting is the inner backend's: calls and tokens there are what the model computed;
-    ``cache_hits`` counts the answers that came from the cache instead.
+    Returns the answers in order, per request whether the cache gave it (the first request of
+    a computed call was not a hit, a repeat of it in the same batch was), and how many
+    requests the model computed (0: it was not called).
     """
-
-    def __init__(self, inner: Backend, cache: CallCache, namespace: str) -> None:
-        self.inner, self.cache, self.namespace = inner, cache, namespace
-        self.name = inner.name  # type: ignore[misc]
-        self.answers = inner.answers  # type: ignore[misc]
-
-    @property  # type: ignore[override]
-    def renderer(self):
-        return self.inner.renderer
-
-    @property  # type: ignore[override]
-    def batch_size(self) -> int:
-        return self.inner.batch_size
-
-    @property  # type: ignore[override]
-    def accounting(self):
-        return self.inner.accounting
-
-    @accounting.setter
-    def accounting(self, value) -> None:
-        self.inner.accounting = value
-
-    def answer(self, requests: list[Request]) -> list[Response]:
-        keys = [None if isinstance(r, Attention) else request_key(self.namespace, r) for r in requests]
-        known = self.cache.get([k for k in keys if k is not None])
-        missing: dict[str, Request] = {}
-        passing: list[int] = []
-        for i, (key, request) in enumerate(zip(keys, requests)):
-            if key is None:
-                passing.append(i)
-            elif key not in known:
-                missing.setdefault(key, request)
-        asked = [requests[i] for i in passing] + list(missing.values())
-        responses = self.inner.answer(asked) if asked else []
-        fresh = dict(zip(missing, responses[len(passing):]))
-        self.cache.put(fresh)
-        self.inner.accounting.cache_hits += sum(k is not None for k in keys) - len(missing)
-        self.hits = self._hits(keys, set(missing))
-        answers = {**known, **fresh}
-        passed = dict(zip(passing, responses[: len(passing)]))
-        return [passed[i] if key is None else answers[key] for i, key in enumerate(keys)]
-
-    @staticmethod
-    def _hits(keys: list[str | None], computed: set[str]) -> list[bool]:
-        """Per request: answered from the cache? The first request of a computed key was not."""
-        hits = []
-        for key in keys:
-            first = key in computed
-            computed.discard(key)  # type: ignore[arg-type]
-            hits.append(key is not None and not first)
-        return hits
-
-    def _answer(self, requests: list[Request]) -> list[Response]:  # pragma: no cover - answer() overrides
-        return self.inner._answer(requests)
-
-    def single_tokens(self, texts) -> list[str]:
-        return self.inner.single_tokens(texts)
-
-    def close(self) -> None:
-        self.cache.close()  # the inner backend belongs to the registry, which closes it
+    if cache is None:
+        responses = answer(requests) if requests else []
+        return responses, [False] * len(requests), len(requests)
+    keys = [None if isinstance(r, Attention) else request_key(cache.namespace, r) for r in requests]
+    known = cache.get([k for k in keys if k is not None])
+    missing: dict[str, Request] = {}
+    passing: list[int] = []
+    for i, (key, request) in enumerate(zip(keys, requests)):
+        if key is None:
+            passing.append(i)
+        elif key not in known:
+            missing.setdefault(key, request)
+    asked = [requests[i] for i in passing] + list(missing.values())
+    responses = answer(asked) if asked else []
+    fresh = dict(zip(missing, responses[len(passing):]))
+    cache.put(fresh)
+    answers = {**known, **fresh}
+    passed = dict(zip(passing, responses[: len(passing)]))
+    computed, hits = set(missing), []
+    for key in keys:
+        first = key in computed
+        computed.discard(key)  # type: ignore[arg-type]
+        hits.append(key is not None and not first)
+    return [passed[i] if key is None else answers[key] for i, key in enumerate(keys)], hits, len(asked)
 
 
 def namespace(model_identity: str, backend_identity: dict[str, Any], versions: dict[str, str]) -> str:

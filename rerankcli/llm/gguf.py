@@ -14,9 +14,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rerankcli.errors import UserError
-from rerankcli.models import ResolvedModel, local_model_path
-from rerankcli.store import Store
+from rerankcli.core.errors import UserError
+from rerankcli.core.models import ResolvedModel, local_model_path
+from rerankcli.core.store import Store
 
 
 def hf_folder(model: ResolvedModel, store: Store, log: Callable[[str], None] = print) -> Path:

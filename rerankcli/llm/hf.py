@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
+from rerankcli.core.checks import Check
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.render import Renderer
 from rerankcli.llm.requests import (
@@ -43,10 +45,12 @@ class HFConfig(BackendConfig):
 
 class HFBackend(Backend):
     name = "hf"
+    config_class = HFConfig
     answers = frozenset({Generate, NextToken, Continuation, Attention})
+    libraries = ("transformers", "tokenizers", "torch")
+    summary = "transformers in this process: every request kind (attention too), CPU or GPU"
 
     def __init__(self, config: HFConfig, folder: Any, log: Callable[[str], None] = print) -> None:
-        super().__init__()
         try:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -63,11 +67,47 @@ class HFBackend(Backend):
             folder, dtype=dtype, attn_implementation=config.attn_implementation,
             trust_remote_code=config.trust_remote_code).to(self.device).eval()
         self.pad_id = _pad_id(self.tokenizer)
-        context = getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
-        self.renderer = Renderer(self.tokenizer, config.max_length or min(context, DEFAULT_MAX_LENGTH),
-                                 config.chat)
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        self.renderer = Renderer(self.tokenizer, config.max_length or _capped(context), config.chat)
         log(f"hf: {type(self.model).__name__} on {self.device}, {dtype}, "
             f"max_length {self.renderer.max_length}, chat template {'on' if self.renderer.chat else 'off'}")
+
+    # -- self-description ---------------------------------------------------------------------
+    @classmethod
+    def context_length(cls, config: BackendConfig, folder: Path, tokenizer: Any) -> int:
+        from rerankcli.llm.backend import _model_context
+
+        return config.max_length or _capped(_model_context(folder, tokenizer))
+
+    @classmethod
+    def describe(cls, config: BackendConfig) -> str:
+        assert isinstance(config, HFConfig)
+        device = config.device
+        if device == "auto":
+            import torch
+
+            device = f"auto: {'cuda' if torch.cuda.is_available() else 'cpu'} here"
+        return f"hf on {device}, dtype {config.dtype}, batch {config.batch_size}"
+
+    @classmethod
+    def check(cls) -> Check:
+        """transformers and torch import; GGUF models also need gguf and accelerate."""
+        found = super().check()
+        if not found.ok:
+            return Check(cls.name, False, f"{found.detail} (pip install 'rerankcli[llm]')")
+        try:
+            import torch
+            import transformers  # noqa: F401  (a torchvision built for another torch breaks this)
+        except Exception as exc:  # a broken install raises all sorts of errors
+            return Check(cls.name, False, f"transformers does not import ({type(exc).__name__}: {exc})")
+        from rerankcli.core.versions import versions
+
+        device = f"CUDA: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU only"
+        notes = [f"GGUF models need {name} (pip install {name})"
+                 for name, version in versions("gguf", "accelerate").items()
+                 if name != "python" and version == "absent"]
+        return Check(cls.name, True, f"transformers {transformers.__version__}, torch {torch.__version__}, "
+                                     f"{device}", notes)
 
     # -- dispatch ---------------------------------------------------------------------------
     def _answer(self, requests: list[Request]) -> list[Response]:
@@ -85,22 +125,20 @@ class HFBackend(Backend):
 
     # -- forward-only requests ----------------------------------------------------------------
     def _next_token(self, requests: list[NextToken]) -> list[Response]:
-        rendered = [self.renderer.render(r.prompt, reserve=1) for r in requests]
-        targets = [[self.renderer.single_token(c) for c in r.candidates] for r in requests]
-        rows = self._score([x.ids for x in rendered], [1] * len(requests))
-        return [TokenLogprobs(len(x.ids), x.truncated,
-                              {c: float(row[0][t]) for c, t in zip(r.candidates, ids)})
-                for r, x, ids, row in zip(requests, rendered, targets, rows)]
+        encoded = [self.renderer.encode_request(r) for r in requests]
+        rows = self._score([x.ids for x in encoded], [1] * len(requests))
+        return [TokenLogprobs(x.prompt_tokens, x.truncated,
+                              {c: float(row[0][t]) for c, t in zip(r.candidates, x.targets)})
+                for r, x, row in zip(requests, encoded, rows)]
 
     def _continuation(self, requests: list[Continuation]) -> list[Response]:
-        tails = [self.renderer.encode(r.continuation) for r in requests]
-        rendered = [self.renderer.render(r.prompt, reserve=len(t)) for r, t in zip(requests, tails)]
-        rows = self._score([x.ids + t for x, t in zip(rendered, tails)], [len(t) + 1 for t in tails])
+        encoded = [self.renderer.encode_request(r) for r in requests]
+        rows = self._score([x.ids for x in encoded], [len(x.targets) + 1 for x in encoded])
         out = []
-        for x, tail, row in zip(rendered, tails, rows):
-            # row[j] predicts the token after position -(len(tail)+1)+j
-            logprobs = tuple(float(row[j][token]) for j, token in enumerate(tail))
-            out.append(ContinuationLogprobs(len(x.ids), x.truncated, logprobs))
+        for x, row in zip(encoded, rows):
+            # row[j] predicts the token after position -(len(targets)+1)+j
+            logprobs = tuple(float(row[j][token]) for j, token in enumerate(x.targets))
+            out.append(ContinuationLogprobs(x.prompt_tokens, x.truncated, logprobs))
         return out
 
     def _score(self, sequences: list[list[int]], keep: list[int]) -> list[Any]:
@@ -143,7 +181,7 @@ class HFBackend(Backend):
     # -- generation ---------------------------------------------------------------------------
     def _generate(self, requests: list[Generate]) -> list[Response]:
         torch = self.torch
-        rendered = [self.renderer.render(r.prompt, reserve=r.max_new_tokens) for r in requests]
+        rendered = [self.renderer.encode_request(r) for r in requests]
         out: list[Response | None] = [None] * len(requests)
         groups: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
@@ -165,7 +203,7 @@ class HFBackend(Backend):
                 for row, i in enumerate(batch):
                     new = _until_eos(generated[row, width:].tolist(), self.model.generation_config, self.pad_id)
                     text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), requests[i].stop)
-                    out[i] = Generated(len(rendered[i].ids), rendered[i].truncated, text, len(new))
+                    out[i] = Generated(rendered[i].prompt_tokens, rendered[i].truncated, text, len(new))
         return out  # type: ignore[return-value]
 
     # -- attention ----------------------------------------------------------------------------
@@ -239,6 +277,11 @@ class HFBackend(Backend):
         self.model = None
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
+
+
+def _capped(context: int | None) -> int:
+    """The model's context, at most ``DEFAULT_MAX_LENGTH``: memory on a CPU is finite."""
+    return min(context or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
 
 
 def _device(torch: Any, wanted: str) -> str:

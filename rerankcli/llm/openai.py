@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
+from rerankcli.core.checks import Check
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.render import Renderer
 from rerankcli.llm.requests import (
@@ -49,10 +50,12 @@ class OpenAIConfig(BackendConfig):
 
 class OpenAIBackend(Backend):
     name = "openai"
+    config_class = OpenAIConfig
     answers = frozenset({Generate, NextToken, Continuation})
+    libraries = ("transformers", "tokenizers")  # the server's own versions are out of sight
+    summary = "an OpenAI-compatible completions server (vllm serve): prompts sent as token ids"
 
     def __init__(self, config: OpenAIConfig, folder: Path, log: Callable[[str], None] = print) -> None:
-        super().__init__()
         try:
             import httpx
             from transformers import AutoTokenizer
@@ -72,39 +75,56 @@ class OpenAIBackend(Backend):
         self.renderer = Renderer(self.tokenizer, config.max_length or self._context_length(listed), config.chat)
         log(f"openai: {self.model} at {config.base_url}, {config.concurrency} requests in flight")
 
+    @classmethod
+    def context_length(cls, config: BackendConfig, folder: Path, tokenizer: Any) -> int:
+        """Without asking the server (``rerank plan``): the tokenizer's limit, else 4096."""
+        return config.max_length or _tokenizer_length(tokenizer)
+
+    @classmethod
+    def describe(cls, config: BackendConfig) -> str:
+        assert isinstance(config, OpenAIConfig)
+        return f"openai server {config.base_url}"
+
+    @classmethod
+    def check(cls) -> Check:
+        found = super().check()
+        from rerankcli.core.versions import versions
+
+        httpx = versions("httpx")["httpx"]
+        if httpx == "absent":
+            return Check(cls.name, False, "httpx is not installed (pip install 'rerankcli[llm]')")
+        return Check(cls.name, found.ok, f"httpx {httpx}, {found.detail}")
+
     def _answer(self, requests: list[Request]) -> list[Response]:
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             return list(pool.map(self._one, requests))
 
     def _one(self, request: Request) -> Response:
         body: dict[str, Any] = {"model": self.model, "temperature": 0.0}
+        x = self.renderer.encode_request(request)
         if isinstance(request, NextToken):
-            rendered = self.renderer.render(request.prompt, reserve=1)
-            ids = [self.renderer.single_token(c) for c in request.candidates]
-            body.update(prompt=rendered.ids, max_tokens=1, logprobs=len(ids), logprob_token_ids=ids,
+            ids = x.targets
+            body.update(prompt=x.ids, max_tokens=1, logprobs=len(ids), logprob_token_ids=ids,
                         return_tokens_as_token_ids=True)
             top = self._post(body)["logprobs"]["top_logprobs"][0]
             missing = [c for c, t in zip(request.candidates, ids) if f"token_id:{t}" not in top]
             if missing:
                 raise UserError(f"backend openai: the server returned no log-probability for {missing}; "
                                 "it must support vLLM's logprob_token_ids (vllm serve does)")
-            return TokenLogprobs(len(rendered.ids), rendered.truncated,
+            return TokenLogprobs(x.prompt_tokens, x.truncated,
                                  {c: float(top[f"token_id:{t}"]) for c, t in zip(request.candidates, ids)})
         if isinstance(request, Continuation):
-            tail = self.renderer.encode(request.continuation)
-            rendered = self.renderer.render(request.prompt, reserve=len(tail))
-            body.update(prompt=rendered.ids + tail, max_tokens=1, echo=True, logprobs=0)
+            body.update(prompt=x.ids, max_tokens=1, echo=True, logprobs=0)
             scored = self._post(body)["logprobs"]["token_logprobs"]
-            start = len(rendered.ids)
-            return ContinuationLogprobs(len(rendered.ids), rendered.truncated,
-                                        tuple(float(x) for x in scored[start: start + len(tail)]))
+            start = x.prompt_tokens
+            return ContinuationLogprobs(x.prompt_tokens, x.truncated,
+                                        tuple(float(v) for v in scored[start: start + len(x.targets)]))
         assert isinstance(request, Generate)
-        rendered = self.renderer.render(request.prompt, reserve=request.max_new_tokens)
-        body.update(prompt=rendered.ids, max_tokens=request.max_new_tokens)
+        body.update(prompt=x.ids, max_tokens=request.max_new_tokens)
         if request.stop:
             body["stop"] = list(request.stop)
         choice = self._post(body, usage=True)
-        return Generated(len(rendered.ids), rendered.truncated, choice["text"], choice["new_tokens"])
+        return Generated(x.prompt_tokens, x.truncated, choice["text"], choice["new_tokens"])
 
     def _post(self, body: dict[str, Any], usage: bool = False) -> dict[str, Any]:
         """POST a completion with retries; the first choice (plus generated-token count)."""
@@ -159,11 +179,15 @@ class OpenAIBackend(Backend):
         for entry in listed:
             if entry.get("id") == self.model and entry.get("max_model_len"):
                 return int(entry["max_model_len"])
-        length = int(getattr(self.tokenizer, "model_max_length", 0) or 0)
-        return length if 0 < length < 1_000_000 else 4096
+        return _tokenizer_length(self.tokenizer)
 
     def close(self) -> None:
         self.client.close()
+
+
+def _tokenizer_length(tokenizer: Any) -> int:
+    length = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    return length if 0 < length < 1_000_000 else 4096
 
 
 def _retry_after(value: str | None) -> float:

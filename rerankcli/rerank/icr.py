@@ -22,12 +22,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import Attention, AttentionMass
 from rerankcli.llm.scheduler import Program
-from rerankcli.rerank.llm_stage import LLMRerankStage, Reranked
-from rerankcli.rerank.prompts import Template, load_template
-from rerankcli.rerank.stage import Query
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked
+from rerankcli.rerank.templates import Template, load_template
+from rerankcli.rerank.candidates import Query
 
 
 def passage_score(query: Sequence[float], calibration: Sequence[float] | None, outlier_std: float | None) -> float:

@@ -24,14 +24,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, NextToken
 from rerankcli.llm.scheduler import Program
-from rerankcli.rerank.llm_stage import LLMRerankStage, Reranked
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked
 from rerankcli.rerank.permutation import REPAIRS, parse_permutation
-from rerankcli.rerank.prompts import Template, load_template
-from rerankcli.rerank.stage import Query
+from rerankcli.rerank.templates import Template, load_template
+from rerankcli.rerank.candidates import Query
 
 LETTERS = list(string.ascii_uppercase)
 

@@ -15,12 +15,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from rerankcli.errors import UserError
-from rerankcli.hashing import text_digest
-from rerankcli.models import local_model_path, resolve_model
-from rerankcli.progress import Progress
-from rerankcli.runs import Run
-from rerankcli.stage import Context, StageConfig, StageOutput, versions
+from rerankcli.core.errors import UserError
+from rerankcli.core.hashing import text_digest
+from rerankcli.core.models import local_model_path, resolve_model
+from rerankcli.core.progress import Progress
+from rerankcli.core.runs import Run
+from rerankcli.core.stage import Context, StageConfig, StageOutput
+from rerankcli.core.versions import versions
 
 LIBRARIES = ("sentence-transformers", "transformers", "torch", "numpy")
 

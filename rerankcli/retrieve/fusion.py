@@ -10,8 +10,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from rerankcli.runs import Run
-from rerankcli.stage import Context, StageConfig, StageOutput
+from rerankcli.core.runs import Run
+from rerankcli.core.stage import Context, StageConfig, StageOutput
 
 
 def rrf(runs: list[Run], weights: list[float], k: float = 60.0, depth: int | None = None) -> Run:

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rerankcli.errors import UserError
+from rerankcli.core.errors import UserError
 
 MIN_JAVA = 21
 SYSTEM_JVMS = Path("/usr/lib/jvm")  # where Debian, Ubuntu and Fedora packages put JDKs

@@ -1,0 +1,191 @@
+"""Commands over a pipeline file: run, merge, plan, validate, index; and doctor."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rerankcli.core.errors import UserError
+from rerankcli.cli.app import Format, app
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command("run")
+def run_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    force: Annotated[Optional[list[str]], typer.Option(
+        "--force", help="Recompute STAGE (repeatable); '--force all' recomputes every stage.",
+        metavar="STAGE")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="Cache folder (default: pipeline 'cache:', $RERANK_CACHE_DIR, "
+                            "~/.cache/rerankcli).")] = None,
+    shard: Annotated[Optional[str], typer.Option(
+        "--shard", metavar="I/N", help="Rerank only shard I of N of the queries (0-based); "
+                                       "join the shards with `rerank merge`.")] = None,
+    executor: Annotated[Optional[Executor], typer.Option(
+        "--executor", help="Where LLM rerank stages compute (default: the pipeline's 'executor:', else local).")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="Ray cluster to join ('auto', 'ray://head:10001'); default: a local Ray instance.")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Ray actors, one model each.")] = None,
+    gpus: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", min=0, help="GPUs each Ray actor reserves.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run a pipeline: each stage's run is cached; unchanged stages are reused; a killed run resumes."""
+    from rerankcli.pipeline.config import load_pipeline
+    from rerankcli.execution.shard import Shard
+
+    chosen_shard = Shard.parse(shard) if shard is not None else None
+    config = load_pipeline(pipeline)
+    kind = executor.value if executor else config.executor.type
+    given = {"address": address, "workers": workers, "num_gpus": gpus}
+    options = {"--address": address, "--workers": workers, "--gpus-per-worker": gpus}
+    extra = [option for option, value in options.items() if value is not None]
+    if extra and kind != "ray":
+        raise UserError(f"{extra[0]} only applies to --executor ray")
+    overrides = {"type": kind, **{k: v for k, v in given.items() if v is not None}}
+    chosen = config.executor.model_copy(update=overrides)
+    _run_pipeline(config, cache_dir, force, quiet, shard=chosen_shard, executor=chosen)
+
+
+@app.command("merge")
+def merge_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file whose shards to join.")],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Join the shard results of `rerank run --shard i/N` into the full runs, then finish the pipeline.
+
+    Every shard 0..N-1 of each LLM rerank stage must be in <output>/shards/ and made by this
+    pipeline's configuration; no LLM query is computed here.
+    """
+    from rerankcli.pipeline.config import load_pipeline
+
+    _run_pipeline(load_pipeline(pipeline), cache_dir, None, quiet, merge_only=True)
+
+
+def _run_pipeline(config, cache_dir: Optional[Path], force: Optional[list[str]], quiet: bool, **options) -> None:
+    from rerankcli.pipeline.runner import Runner
+
+    wanted = {"*" if name == "all" else name for name in force or []}
+    silent = (lambda message: None) if quiet else None
+    runner = Runner(config, cache_dir, wanted, log=silent, show_progress=not quiet, **options)
+    report = runner.run()
+    fresh = sum(not s.cached for s in report.stages)
+    print(f"{len(report.stages)} stages ({fresh} computed, {len(report.stages) - fresh} cached); "
+          f"outputs in {config.output}", file=sys.stderr)
+
+
+@app.command("plan")
+def plan_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    executor: Annotated[Optional[Executor], typer.Option("--executor", help="Plan for this executor.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+) -> None:
+    """Before spending compute: per stage, cached or not, queries, candidates, LLM calls and prompt tokens."""
+    import json
+
+    from rerankcli.pipeline.config import load_pipeline
+    from rerankcli.pipeline.runner import Runner
+    from rerankcli.pipeline.plan import plan_pipeline, render_plan
+
+    if fmt not in (Format.table, Format.json):
+        raise UserError(f"--format {fmt.value}: plan prints table or json")
+    config = load_pipeline(pipeline)
+    chosen = config.executor.model_copy(update={"type": executor.value}) if executor else None
+    plans = plan_pipeline(Runner(config, cache_dir, log=lambda message: None, show_progress=False,
+                                 executor=chosen))
+    if fmt == Format.json:
+        print(json.dumps([p.to_json() for p in plans], indent=2))
+    else:
+        print(render_plan(plans), end="")
+
+
+@app.command("validate")
+def validate_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+) -> None:
+    """Check a pipeline without running it: fields, inputs, models, and the data files of the
+    stages that would run; show what is cached."""
+    from rerankcli.pipeline.config import load_pipeline
+    from rerankcli.pipeline.runner import Runner
+
+    config = load_pipeline(pipeline)
+    runner = Runner(config, cache_dir, show_progress=False)
+    keys = runner.plan()
+    runner.check_inputs(keys)
+    for stage in config.stages:
+        key = keys[stage.name][0]
+        reads = ", ".join(config.inputs[stage.name]) or "-"
+        state = "cached" if runner.cached(key) else "to run"
+        print(f"{stage.name:<16} {stage.type:<9} reads {reads:<24} {state:<7} {key[:12]}")
+    print(f"{pipeline}: valid ({len(config.stages)} stages)")
+
+
+@app.command("index")
+def index_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    stage: Annotated[Optional[list[str]], typer.Option(
+        "--stage", help="Only this retrieve stage (repeatable); default: all of them.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Build the indexes a pipeline's retrieve stages search (Lucene, bm25s, embeddings), once.
+
+    They are cached like stage outputs: 'rerank run' then reuses them, and so do other
+    pipelines over the same corpus with the same index settings.
+    """
+    from rerankcli.pipeline.config import load_pipeline
+    from rerankcli.core.hashing import save_memo
+    from rerankcli.pipeline.runner import Runner
+
+    config = load_pipeline(pipeline)
+    names = {s.name for s in config.stages}
+    for name in stage or []:
+        if name not in names:
+            raise UserError(f"--stage: no stage named {name!r} in {pipeline}")
+    runner = Runner(config, cache_dir, log=(lambda message: None) if quiet else None,
+                    show_progress=not quiet)
+    runner.plan()  # validates every stage (data, models, Java) before building anything
+    for chosen in config.stages:
+        if stage and chosen.name not in stage:
+            continue
+        line = chosen.prepare(runner.ctx)
+        if line is not None or stage:
+            print(f"{chosen.name}: {line or 'nothing to index'}")
+    save_memo()
+
+
+@app.command("doctor")
+def doctor_command(
+    require: Annotated[Optional[list[str]], typer.Option(
+        "--require", help="Exit 1 unless this backend is usable (repeatable).", metavar="BACKEND")] = None,
+) -> None:
+    """Report which retrieval backends work here, and why the others do not."""
+    from rerankcli.cli.doctor import checks
+
+    known = checks()
+    unknown = sorted(set(require or []) - set(known))
+    if unknown:
+        raise UserError(f"--require: unknown backend {unknown[0]!r}; known: {', '.join(known)}")
+    failed = []
+    for name, check in known.items():
+        result = check()
+        print(f"{name:<10} {'ok' if result.ok else 'unusable':<9} {result.detail}")
+        for note in result.notes:
+            print(f"{'':<20} {note}")
+        if not result.ok and name in (require or []):
+            failed.append(name)
+    if failed:
+        raise typer.Exit(1)

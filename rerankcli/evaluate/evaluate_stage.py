@@ -1,0 +1,128 @@
+"""``type: evaluate``: metrics of the input runs, written to ``<output>/metrics.json``.
+
+With ``baseline:`` (one of its inputs) the stage also compares every other input with it,
+exactly as ``rerank compare`` does, and writes ``<stage>.comparison.md``, ``.json`` and a
+``.png`` of the per-query differences next to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from rerankcli.core.formats import read_qrels
+from rerankcli.core.atomic import write_text
+from rerankcli.evaluate.compare import Comparison, compare
+from rerankcli.evaluate.metrics import Evaluation, evaluate, parse_metric
+from rerankcli.core.errors import UserError
+from rerankcli.core.hashing import file_digest
+from rerankcli.core.runs import Run
+from rerankcli.core.stage import resolve_existing, Context, StageConfig, StageOutput
+from rerankcli.core.versions import versions
+
+
+class EvaluateStage(StageConfig):
+    """Evaluate one or more runs with the dataset's qrels (or ``qrels:``, a file of its own)."""
+
+    type: Literal["evaluate"]
+    metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "mrr@10", "recall@100", "map"])
+    relevance_level: int = Field(1, description="judgement >= this is relevant (binary metrics)")
+    missing: Literal["skip", "zero"] = "skip"
+    qrels: Path | None = None
+    baseline: str | None = Field(None, description="compare the other inputs with this one")
+    test: Literal["student", "fisher", "permutation"] = "student"
+    correction: Literal["holm", "bonferroni", "none"] = "holm"
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    permutations: int = Field(10_000, ge=1, description="randomisation test: sign assignments sampled")
+    seed: int = 0
+
+    reads: ClassVar = "many"
+    produces: ClassVar = "metrics"
+    needs: ClassVar = frozenset({"qrels"})
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one metric")
+        try:
+            return [str(parse_metric(m)) for m in value]
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("qrels")
+    @classmethod
+    def _exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else resolve_existing(value, info, "qrels file")
+
+    @model_validator(mode="after")
+    def _baseline_is_an_input(self) -> EvaluateStage:
+        if self.baseline is not None:
+            named = self.input_names() or []
+            if self.baseline not in named:
+                raise ValueError(f"baseline {self.baseline!r} must be one of the stage's 'inputs' "
+                                 f"({', '.join(named) or 'none listed'})")
+            if len(named) < 2:
+                raise ValueError("a baseline needs at least one other run in 'inputs' to compare with it")
+        return self
+
+    def dataset_parts(self) -> frozenset[str]:
+        return frozenset() if self.qrels is not None else self.needs
+
+    def check_inputs(self, ctx: Context) -> None:
+        if self.qrels is not None:
+            read_qrels(self.qrels)
+        else:
+            super().check_inputs(ctx)
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "qrels": None}
+
+    def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        qrels = file_digest(self.qrels) if self.qrels else ctx.dataset.fingerprint("qrels")
+        return {"qrels": qrels, "versions": versions("numpy")}
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        qrels = read_qrels(self.qrels) if self.qrels else ctx.dataset.qrels()
+        metrics = [parse_metric(m) for m in self.metrics]
+        results = []
+        for run in inputs:
+            result = evaluate(run, qrels, metrics, self.relevance_level, self.missing)
+            results.append({
+                "means": result.means,
+                "per_query": result.per_query,
+                "queries": result.queries,
+                "unjudged_queries": len(result.run_only),
+                "queries_missing_from_run": len(result.qrels_only),
+            })
+        return StageOutput(metrics={"runs": results}, details={"runs": len(inputs)})
+
+    def comparison(self, names: list[str], results: list[dict[str, Any]]) -> Comparison | None:
+        """The comparison with the baseline, from the stage's stored per-query values."""
+        if self.baseline is None:
+            return None
+        evaluations = {name: Evaluation(per_query=r["per_query"], means=r["means"], queries=r["queries"])
+                       for name, r in zip(names, results)}
+        return compare(evaluations, self.baseline, self.test, self.correction, self.alpha,
+                       self.permutations, self.seed)
+
+    def report_files(self, out: Path) -> list[Path]:
+        """The files ``write_reports`` writes into the output folder."""
+        if self.baseline is None:
+            return []
+        return [out / f"{self.name}.comparison.{suffix}" for suffix in ("md", "json", "png")]
+
+    def write_reports(self, comparison: Comparison, out: Path) -> list[Path]:
+        """Write the comparison as markdown, JSON and the per-query difference plot."""
+        import json
+
+        from rerankcli.evaluate.plot import plot_differences
+        from rerankcli.evaluate.report import comparison_json, render_comparison
+
+        markdown, data, png = self.report_files(out)
+        write_text(markdown, render_comparison(comparison, "markdown"))
+        write_text(data, json.dumps(comparison_json(comparison), indent=2) + "\n")
+        plot_differences(comparison, png)
+        return [markdown, data, png]

@@ -1,0 +1,62 @@
+"""The one map from YAML ``type:``/``method:`` names to stage classes.
+
+Adding a stage or a method is one class and one line here (or ``register_method`` from outside
+the package). Stage modules import their heavy libraries (bm25s, torch, ...) inside
+``execute``, so importing this registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from rerankcli.evaluate.evaluate_stage import EvaluateStage
+from rerankcli.retrieve.bm25 import BM25Stage
+from rerankcli.retrieve.dense import DenseStage
+from rerankcli.retrieve.fusion import FuseStage
+from rerankcli.retrieve.load import LoadStage
+from rerankcli.rerank.cross_encoder import CrossEncoderStage
+from rerankcli.rerank.icr import IcrStage
+from rerankcli.rerank.listwise import ListwiseStage
+from rerankcli.rerank.pairwise import PairwiseStage
+from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
+from rerankcli.core.stage import StageConfig
+
+#: type -> class, or type -> {method -> class} when the type has several methods
+STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
+    "retrieve": {"bm25": BM25Stage, "dense": DenseStage},
+    "rerank": {
+        "cross-encoder": CrossEncoderStage,
+        "yes-no": YesNoStage,
+        "graded": GradedStage,
+        "query-likelihood": QueryLikelihoodStage,
+        "listwise": ListwiseStage,
+        "pairwise": PairwiseStage,
+        "icr": IcrStage,
+    },
+    "fuse": FuseStage,
+    "load": LoadStage,
+    "evaluate": EvaluateStage,
+}
+
+
+def register_method(stage_type: str, method: str, cls: type[StageConfig]) -> type[StageConfig]:
+    """Make ``type: stage_type, method: method`` available to every pipeline (a plugin, a test).
+
+    The class is a stage config like the shipped ones; an LLM reranker subclasses
+    ``LLMRerankStage`` and gets resume, shards, Ray, ``plan`` and the call cache from the
+    execution layer without touching it.
+    """
+    entry = STAGES.setdefault(stage_type, {})
+    if not isinstance(entry, dict):
+        raise ValueError(f"stage type {stage_type!r} has no methods")
+    entry[method] = cls
+    return cls
+
+
+def stage_classes() -> dict[str, type[StageConfig]]:
+    """Every registered stage class, named ``type`` or ``type/method``."""
+    found: dict[str, type[StageConfig]] = {}
+    for kind, entry in STAGES.items():
+        if isinstance(entry, dict):
+            found.update({f"{kind}/{method}": cls for method, cls in entry.items()})
+        else:
+            found[kind] = entry
+    return found

@@ -1,0 +1,200 @@
+"""Rerank stages that ask a language model: model, backend, prompt template, accounting.
+
+A method subclass says which template placeholders it uses and writes ``program``: for one
+query, a generator that yields requests and returns the candidates' scores and the method's
+per-query record. The method never sees where it runs: the execution layer
+(``rerankcli.execution``) opens the model, runs every query's program through the scheduler
+(batches shared across queries) here or on Ray workers, journals each finished query, and
+hands the per-query results back to ``conclude``: scores, accounting and method details.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from rerankcli.core.errors import UserError
+from rerankcli.core.models import ResolvedModel, resolve_model
+from rerankcli.llm.accounting import Accounting, Usage
+from rerankcli.llm.backend import Backend, BackendConfig
+from rerankcli.llm.hf import HFConfig
+from rerankcli.llm.registry import BackendField, backend_class, require
+from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.candidates import Query, RerankStage
+from rerankcli.rerank.templates import Template, load_template
+from rerankcli.core.runs import Run
+from rerankcli.core.stage import Context, StageOutput
+from rerankcli.core.versions import versions
+
+#: who computed a query: lets a reader of a journal see which process did what
+WRITER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class QueryResult:
+    """One query's share of a stage: its scores, the method's record, what its calls cost."""
+
+    scores: dict[str, float]
+    record: dict[str, Any]
+    usage: Usage
+    by: str = WRITER
+
+    def line(self, qid: str) -> dict[str, Any]:
+        return {"qid": qid, "scores": self.scores, "record": self.record, "usage": self.usage.to_json(),
+                "by": self.by}
+
+    @staticmethod
+    def from_line(data: dict[str, Any]) -> tuple[str, QueryResult]:
+        return data["qid"], QueryResult(data["scores"], data["record"], Usage.from_json(data["usage"]), data["by"])
+
+
+@dataclass
+class Reranked:
+    """What the method knows after a stage: its prepared state and every query's record."""
+
+    prepared: Any
+    records: dict[str, dict[str, Any]]
+
+
+class LLMRerankStage(RerankStage):
+    model: str
+    revision: str | None = None
+    backend: BackendField = Field(default_factory=HFConfig)
+    prompt: str | None = Field(None, description="a shipped template name or a YAML file; default: the method's")
+    max_passage_tokens: int | None = Field(None, gt=0, description="cut each passage to this many tokens")
+    batch_size: int | None = Field(None, gt=0, description="shortcut for backend.batch_size")
+    max_length: int | None = Field(None, gt=0, description="shortcut for backend.max_length (tokens)")
+    llm_cache: bool = Field(False, description=(
+        "answer repeated model calls from <cache>/llm-calls.sqlite (identical model, settings, prompt)"))
+
+    #: the method's default template, and the placeholders its templates must / may have
+    default_prompt: ClassVar[str]
+    placeholders: ClassVar[tuple[set[str], set[str]]] = ({"query", "passage"}, {"query", "passage"})
+    #: request kinds the method sends (checked against the backend before compute)
+    asks: ClassVar[tuple[type, ...]] = ()
+    #: one line for ``rerank methods``
+    summary: ClassVar[str] = ""
+
+    per_query: ClassVar[bool] = True
+
+    def backend_config(self) -> BackendConfig:
+        """The backend's config with the stage-level shortcuts applied."""
+        update = {k: v for k, v in (("batch_size", self.batch_size), ("max_length", self.max_length))
+                  if v is not None}
+        return self.backend.model_copy(update=update) if update else self.backend
+
+    def identity(self) -> dict[str, Any]:
+        # the model's content digest and the template's content stand in for their names;
+        # the backend contributes only the settings that change answers
+        identity = super().identity()
+        for key in ("model", "prompt", "backend", "batch_size", "max_length", "llm_cache"):
+            identity.pop(key, None)
+        return {**identity, "backend": self.backend_config().identity()}
+
+    def template(self, base_dir: Path) -> Template:
+        required, allowed = self.placeholders
+        return load_template(self.prompt or self.default_prompt, base_dir, required, allowed)
+
+    def fingerprint(self, ctx: Context) -> dict[str, Any]:
+        backend = backend_class(self.backend.type)
+        require(backend, self.asks, self.method)  # type: ignore[attr-defined]
+        model = self.resolved_model(ctx.base_dir)
+        return {
+            "model": model.identity,
+            "prompt": self.template(ctx.base_dir).digest,
+            "corpus": ctx.dataset.fingerprint("corpus"),
+            "queries": ctx.dataset.fingerprint("queries"),
+            "versions": versions(*backend.libraries),
+        }
+
+    def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
+        raise TypeError(f"stage '{self.name}' computes per query: run it through rerankcli.execution")
+
+    def resolved_model(self, base_dir: Path) -> ResolvedModel:
+        """The stage's model; code shipped with it runs only if the backend trusts it."""
+        trust = bool(getattr(self.backend, "trust_remote_code", False))
+        return resolve_model(self.model, base_dir, self.revision, trust_remote_code=trust)
+
+    def call_cache_namespace(self, model: ResolvedModel) -> str:
+        """What besides a request decides its answer, for the LLM call cache (``llm_cache``)."""
+        from rerankcli.llm.call_cache import namespace
+
+        return namespace(model.identity, self.backend_config().identity(),
+                         versions(*backend_class(self.backend.type).libraries))
+
+    def manifest_details(self, model: ResolvedModel, template: Template, queries: list[Query],
+                         accounting: Accounting, reranked: Reranked, restored: int) -> dict[str, Any]:
+        """What the stage's manifest records about its model, prompt, calls and method."""
+        return {"model": model.manifest(), "backend": self.backend_config().model_dump(mode="json"),
+                "prompt": template.source, "candidates": sum(len(q.candidates) for q in queries),
+                "llm": accounting.manifest(), "restored_queries": restored, **self.method_details(reranked)}
+
+    def conclude(self, results: dict[str, QueryResult], prepared: Any, batches: Accounting
+                 ) -> tuple[dict[str, dict[str, float]], Accounting, Reranked]:
+        """Scores, accounting and method record of the whole stage from its per-query results.
+
+        Totals are sums over queries, so they do not depend on which process (or which earlier,
+        killed run) computed a query; only the batches are this process's own.
+        """
+        accounting = Accounting(batch_sizes=list(batches.batch_sizes), wall_s=batches.wall_s)
+        for qid in sorted(results):
+            accounting.update(results[qid].usage)
+        reranked = Reranked(prepared, {qid: results[qid].record for qid in sorted(results)})
+        accounting.repairs.update(self.repairs(reranked))
+        self.check_method(reranked)
+        for qid, result in sorted(results.items()):
+            bad = [d for d, s in result.scores.items() if not math.isfinite(s)]
+            if bad:
+                raise UserError(f"stage '{self.name}': the model gave no finite score for document "
+                                f"{bad[0]!r} of query {qid!r}")
+        return {qid: r.scores for qid, r in results.items()}, accounting, reranked
+
+    # -- what a method provides ----------------------------------------------------------------
+    def prepare_method(self, backend: Backend) -> Any:
+        """Check the model can do what the method needs (single-token answers, ...) and
+        return what the method's programs need to know about it (JSON: it is journaled)."""
+        return None
+
+    def repairs(self, reranked: Reranked) -> Counter:
+        """Repairs the method made to the model's answers (parsing), by kind."""
+        return Counter()
+
+    def check_method(self, reranked: Reranked) -> None:
+        """Refuse the result when the model's answers were too poor to trust (after compute)."""
+
+    def method_details(self, reranked: Reranked) -> dict[str, Any]:
+        """What the manifest should record about the method's choices and per-query counts."""
+        return {}
+
+    def program(self, query: Query, template: Template, prepared: Any) -> Program:
+        """One query's requests; returns (scores by docid, the method's per-query record)."""
+        raise NotImplementedError
+
+    def planned_calls(self, n: int) -> tuple[int, int]:
+        """(least, most) model calls for a query with ``n`` candidates (``rerank plan``).
+
+        Equal bounds mean the count does not depend on the model's answers. Pointwise methods
+        ask once per candidate.
+        """
+        return n, n
+
+    def prompts_known_in_advance(self) -> bool:
+        """Whether every prompt follows from the candidates alone (not from earlier answers)."""
+        return True
+
+
+def answer_probabilities(logprobs: dict[str, float], groups: dict[Any, list[str]]) -> dict[Any, float]:
+    """Probability of each group of answer forms, renormalised over all groups."""
+    mass = {g: sum(math.exp(logprobs[f]) for f in forms) for g, forms in groups.items()}
+    total = sum(mass.values())
+    if total <= 0.0:
+        return {g: 1.0 / len(groups) for g in groups}
+    return {g: m / total for g, m in mass.items()}
+

@@ -1,0 +1,124 @@
+"""Prompt templates: YAML files with ``user`` (and optionally ``system``, ``answer_prefix``).
+
+A stage's ``prompt:`` names a template shipped in ``prompts/`` or a file (relative to the
+pipeline). Pointwise templates use ``{query}`` and ``{passage}``; pairwise ones ``{query}``,
+``{passage_a}`` and ``{passage_b}``. Listwise templates use
+``{query}``, ``{num}`` and ``{passages}``, which expands to one ``item`` per candidate (default
+``"[{id}] {passage}\n"``). ``{{`` and ``}}`` are literal braces. Each method says which
+placeholders a template must have and may have (ICR templates are listwise ones whose
+``{query}`` comes last, as the attention probe), and a template that breaks that rule is
+refused before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rerankcli.core.errors import UserError
+from rerankcli.core.hashing import text_digest
+from rerankcli.llm.requests import Passage, Probe, Prompt
+
+SHIPPED = Path(__file__).parent / "prompts"
+
+
+@dataclass(frozen=True)
+class Template:
+    source: str  # the name or path, for messages
+    user: str
+    system: str | None
+    answer_prefix: str
+    digest: str
+    item: str = "[{id}] {passage}\n"
+
+    def prompt(self, query: str, passage: str, max_passage_tokens: int | None = None) -> Prompt:
+        """The prompt for one pair: ``{passage}`` becomes a truncatable ``Passage`` part."""
+        parts = _fill(self.user, {"query": query, "passage": Passage(passage, max_tokens=max_passage_tokens)})
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+    def pair_prompt(self, query: str, passage_a: str, passage_b: str,
+                    max_passage_tokens: int | None = None) -> Prompt:
+        """A pairwise prompt: both passages truncatable, each on its own."""
+        parts = _fill(self.user, {"query": query,
+                                  "passage_a": Passage(passage_a, max_tokens=max_passage_tokens),
+                                  "passage_b": Passage(passage_b, max_tokens=max_passage_tokens)})
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+    def list_prompt(self, query: str, passages: list[str], ids: list[str],
+                    max_passage_tokens: int | None = None) -> Prompt:
+        """A listwise prompt: ``{passages}`` becomes one ``item`` per passage, in order."""
+        items = [part for identifier, passage in zip(ids, passages) for part in _fill(
+            self.item, {"id": identifier, "passage": Passage(passage, max_tokens=max_passage_tokens)})]
+        parts = _fill(self.user, {"query": query, "num": str(len(passages)), "passages": items})
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+    def attention_prompt(self, passages: list[str], ids: list[str],
+                         max_passage_tokens: int | None = None) -> Prompt:
+        """An ICR prompt: ``{query}`` becomes the ``Probe`` slot, passage k is labelled ``str(k)``."""
+        items = [part for k, (identifier, passage) in enumerate(zip(ids, passages)) for part in _fill(
+            self.item, {"id": identifier, "passage": Passage(passage, str(k), max_passage_tokens)})]
+        parts = _fill(self.user, {"query": Probe(), "num": str(len(passages)), "passages": items})
+        return Prompt(tuple(parts), self.system, self.answer_prefix)
+
+    def fields(self) -> list[str]:
+        """The placeholders of ``user``, in order."""
+        return [f for _, f, _, _ in string.Formatter().parse(self.user) if f is not None]
+
+
+def _fill(text: str, values: dict[str, Any]) -> list[Any]:
+    """The template's literal pieces and its placeholders' values, in order (lists spliced in)."""
+    parts: list[Any] = []
+    for literal, field, _, _ in string.Formatter().parse(text):
+        if literal:
+            parts.append(literal)
+        if field is not None:
+            value = values[field]
+            parts.extend(value if isinstance(value, list) else [value])
+    return parts
+
+
+def _placeholders(text: str, path: Path, key: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise UserError(f"{path}: '{key}': {exc} (write literal braces as {{{{ and }}}})") from None
+
+
+def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[str],
+                  listwise: bool = False) -> Template:
+    """Read and check a template; ``spec`` is a shipped name or a YAML file path."""
+    shipped = SHIPPED / f"{spec}.yaml"
+    path = shipped if shipped.is_file() else (base_dir / spec).expanduser()
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+        raise UserError(f"prompt {spec!r}: no such template file ({path}); shipped templates: {names}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("user"), str):
+        raise UserError(f"{path}: a prompt template is a mapping with a 'user' string")
+    keys = {"user", "system", "answer_prefix"} | ({"item"} if listwise else set())
+    unknown = set(data) - keys
+    if unknown:
+        raise UserError(f"{path}: unknown keys {sorted(unknown)}; use {', '.join(sorted(keys))}")
+    fields = _placeholders(data["user"], path, "user")
+    item = str(data.get("item") or Template.item)
+    if listwise:
+        item_fields = set(_placeholders(item, path, "item"))
+        if item_fields != {"id", "passage"}:
+            raise UserError(f"{path}: 'item' must have the placeholders {{id}} and {{passage}} and no others")
+    missing = required - set(fields)
+    if missing:
+        raise UserError(f"{path}: 'user' lacks the placeholder {{{sorted(missing)[0]}}}")
+    extra = set(fields) - allowed
+    if extra:
+        raise UserError(f"{path}: 'user' has the placeholder {{{sorted(extra)[0]}}}; "
+                        f"this method fills only {', '.join('{' + a + '}' for a in sorted(allowed))}")
+    return Template(str(spec), data["user"], data.get("system"), str(data.get("answer_prefix") or ""),
+                    text_digest(text), item)
