@@ -9,7 +9,7 @@ and makes two equal runs byte-identical files.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,10 +48,6 @@ class Run:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and self.scores == other.scores
-
-    @classmethod
-    def from_rankings(cls, rankings: Mapping[str, Iterable[tuple[str, float]]]) -> Run:
-        return cls({qid: {doc: float(s) for doc, s in docs} for qid, docs in rankings.items()})
 
 
 def format_score(score: float) -> str:

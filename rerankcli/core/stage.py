@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rerankcli.core.runs import Run
 
@@ -70,11 +70,16 @@ class StageConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    type: str
-    input: str | None = None
-    inputs: list[str] | None = None
+    name: str = Field(description=(
+        "the stage's name: names its output files; later stages' input/inputs refer to it"))
+    type: str = Field(description="the kind of stage: retrieve, rerank, fuse, load, evaluate")
+    input: str | None = Field(None, description=(
+        "the earlier stage whose run this one reads (default: the last one before it that makes a run)"))
+    inputs: list[str] | None = Field(None, description=(
+        "the earlier stages whose runs this one reads (fuse, evaluate)"))
 
+    #: one line for ``rerank methods``
+    summary: ClassVar[str] = ""
     #: how many input runs the stage reads: "none" (retrieve, load), "one", or "many"
     reads: ClassVar[Literal["none", "one", "many"]] = "one"
     #: what the stage writes: a TREC run, or metrics (evaluate)

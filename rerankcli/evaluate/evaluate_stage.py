@@ -26,21 +26,26 @@ from rerankcli.core.versions import versions
 class EvaluateStage(StageConfig):
     """Evaluate one or more runs with the dataset's qrels (or ``qrels:``, a file of its own)."""
 
-    type: Literal["evaluate"]
-    metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "mrr@10", "recall@100", "map"])
+    type: Literal["evaluate"] = Field(description="evaluate: score runs against relevance judgements")
+    metrics: list[str] = Field(default_factory=lambda: ["ndcg@10", "mrr@10", "recall@100", "map"], description=(
+        "measures as trec_eval computes them: ndcg[@k], mrr[@k], recall[@k], map[@k], p@k, rprec"))
     relevance_level: int = Field(1, description="judgement >= this is relevant (binary metrics)")
-    missing: Literal["skip", "zero"] = "skip"
-    qrels: Path | None = None
+    missing: Literal["skip", "zero"] = Field("skip", description=(
+        "judged queries missing from a run: skip them, or count them as 0 (trec_eval -c)"))
+    qrels: Path | None = Field(None, description="a qrels file of its own (default: the dataset's qrels)")
     baseline: str | None = Field(None, description="compare the other inputs with this one")
-    test: Literal["student", "fisher", "permutation"] = "student"
-    correction: Literal["holm", "bonferroni", "none"] = "holm"
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    test: Literal["student", "fisher", "permutation"] = Field("student", description=(
+        "baseline: paired t-test (student) or Fisher's randomisation test (fisher, alias permutation)"))
+    correction: Literal["holm", "bonferroni", "none"] = Field("holm", description=(
+        "baseline: multiple-comparison correction of the p-values"))
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="baseline: significance level")
     permutations: int = Field(10_000, ge=1, description="randomisation test: sign assignments sampled")
-    seed: int = 0
+    seed: int = Field(0, description="randomisation test: random seed of the sampled assignments")
 
     reads: ClassVar = "many"
     produces: ClassVar = "metrics"
     needs: ClassVar = frozenset({"qrels"})
+    summary: ClassVar = "trec_eval metrics of the input runs, and significance tests against a baseline"
 
     @field_validator("metrics")
     @classmethod

@@ -21,15 +21,22 @@ from rerankcli.execution.executor_config import ExecutorConfig
 from rerankcli.execution.journal import Journal
 from rerankcli.execution.llm_session import LLMSession
 from rerankcli.llm.accounting import Accounting
-from rerankcli.llm.registry import OpenBackends
+from rerankcli.llm.backend import Backend
+from rerankcli.llm.registry import BACKENDS, OpenBackends, backend_class, register_backend
 from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, QueryResult
 
 
 class QueryWorker:
-    """A Ray actor: the stage's model on this worker's devices, ready to score chunks of queries."""
+    """A Ray actor: the stage's model on this worker's devices, ready to score chunks of queries.
 
-    def __init__(self, stage: LLMRerankStage, base_dir: Path, cache_root: Path) -> None:
+    The backend class travels with the stage, so a backend registered in the driver at run
+    time (a plugin's, a test's) is known in the worker's process too.
+    """
+
+    def __init__(self, stage: LLMRerankStage, base_dir: Path, cache_root: Path, backend: type[Backend]) -> None:
+        if BACKENDS.get(backend.name) is not backend:
+            register_backend(backend)
         self.session = LLMSession(stage, base_dir, Store(cache_root), OpenBackends())
 
     def prepared_state(self) -> Any:
@@ -52,7 +59,8 @@ def score_on_ray(config: ExecutorConfig, stage: LLMRerankStage, queries: list[Qu
         ray.init(address=config.address, include_dashboard=False, log_to_driver=ctx.show_progress,
                  configure_logging=False)
     actor = ray.remote(QueryWorker).options(num_cpus=config.num_cpus, num_gpus=config.num_gpus)
-    workers = [actor.remote(stage, ctx.base_dir, ctx.store.root) for _ in range(config.workers)]
+    backend = backend_class(stage.backend.type)
+    workers = [actor.remote(stage, ctx.base_dir, ctx.store.root, backend) for _ in range(config.workers)]
     size = config.queries_per_task or max(1, math.ceil(len(queries) / (4 * config.workers)))
     chunks = [queries[start:start + size] for start in range(0, len(queries), size)]
     batches = Accounting()

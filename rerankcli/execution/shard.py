@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rerankcli.core.errors import UserError
-from rerankcli.execution.journal import Contents, QueryResult, read_contents
+from rerankcli.core.store import Store
+from rerankcli.execution.journal import Contents, Journal, header, read_contents
+from rerankcli.rerank.llm_method import QueryResult
 
 _SPEC = re.compile(r"^(\d+)/(\d+)$")
 _FILE = re.compile(r"^(?P<stage>.+)\.(?P<index>\d+)-of-(?P<count>\d+)\.jsonl$")
@@ -115,3 +118,28 @@ def join_shards(output: Path, stage: str, key: str, qids: list[str]) -> tuple[ob
                             f"(e.g. {lacking[0]!r}); its input run differs from this pipeline's")
         results.update(contents.results)
     return prepared, results
+
+
+def stage_journal(store: Store, output: Path, stage: str, key: str, forced: bool, merge_only: bool,
+                  qids: list[str], log: Callable[[str], None]) -> Journal:
+    """The journal of an unsharded per-query stage, seeded with what its shards computed.
+
+    Forced: a fresh journal. ``rerank merge``: every shard must be there (``join_shards``).
+    ``rerank run``: whatever matching shards exist are joined, and the rest is computed.
+    """
+    path = store.journal_path(key)
+    if forced:
+        path.unlink(missing_ok=True)
+        return Journal(path, header(stage, key))
+    journal = Journal(path, header(stage, key))
+    if merge_only:
+        prepared, results = join_shards(output, stage, key, qids)
+        journal.seed(prepared, results)
+        return journal
+    matching, foreign = matching_shards(output, stage, key)
+    for line in foreign:
+        log(f"[{stage}] note: ignoring {line}")
+    joined = sum(journal.seed(c.prepared, c.results) for c in matching.values())
+    if joined:
+        log(f"[{stage}] joined {joined} queries from {len(matching)} shard result files")
+    return journal

@@ -30,7 +30,7 @@ class BackendConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: str
+    type: str = Field(description="the backend: hf, vllm, openai, or one a plugin registered")
     max_length: int | None = Field(None, gt=0, description=(
         "prompt plus answer, in model tokens (default: the model's own context length)"))
     chat: bool | None = Field(None, description="apply the chat template (default: if the model has one)")

@@ -31,14 +31,14 @@ DEFAULT_MAX_LENGTH = 8192  # when the model's context is longer: memory on a CPU
 
 
 class HFConfig(BackendConfig):
-    type: Literal["hf"] = "hf"
+    type: Literal["hf"] = Field("hf", description="hf: transformers in this process")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:1, mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a GPU that has it, else float32")
     batch_size: int = Field(8, gt=0, description="requests per forward pass")
     max_batch_tokens: int = Field(16384, gt=0, description="padded tokens per forward pass, at most")
     attn_implementation: str | None = Field(None, description="eager, sdpa, flash_attention_2 (default: transformers')")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (only models you trust)")
 
     operational: ClassVar[frozenset[str]] = frozenset({"device", "batch_size", "max_batch_tokens"})
 

@@ -34,14 +34,14 @@ RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
 class OpenAIConfig(BackendConfig):
-    type: Literal["openai"] = "openai"
+    type: Literal["openai"] = Field("openai", description="openai: an OpenAI-compatible completions server")
     base_url: str = Field(description="e.g. http://node17:8000/v1")
     served_model: str | None = Field(None, description="the server's model name (default: the one it lists)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
     concurrency: int = Field(8, gt=0, description="requests in flight at once")
-    batch_size: int = Field(64, gt=0)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0)
+    batch_size: int = Field(64, gt=0, description="requests the scheduler hands over per batch")
+    timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one response")
+    max_retries: int = Field(6, ge=0, description="retries of 429, 5xx, timeouts and dropped connections")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles, capped at 60 s")
 
     operational: ClassVar[frozenset[str]] = frozenset({

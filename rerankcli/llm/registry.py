@@ -23,6 +23,9 @@ from rerankcli.llm.hf import HFBackend
 from rerankcli.llm.openai import OpenAIBackend
 from rerankcli.llm.vllm import VLLMBackend
 
+#: the backend of a ``backend:`` mapping that names no ``type`` (and of a stage without one)
+DEFAULT_BACKEND = "hf"
+
 BACKENDS: dict[str, type[Backend]] = {
     "hf": HFBackend,
     "vllm": VLLMBackend,
@@ -67,10 +70,18 @@ class _RegisteredBackend:
 
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        """Each registered name, or its config mapping; read at schema time, so plugins appear.
+
+        A mapping without ``type`` is the default backend's (``_validate``), so every other mapping must name its
+        ``type``: otherwise ``{batch_size: 4}`` would match several configs and fail ``oneOf``.
+        """
         choices = []
         for name, backend in BACKENDS.items():
             choices.append({"type": "string", "const": name})
-            choices.append(handler(backend.config_class.__pydantic_core_schema__))
+            mapping = handler(backend.config_class.__pydantic_core_schema__)
+            if name != DEFAULT_BACKEND:
+                mapping = {**mapping, "required": sorted({*mapping.get("required", []), "type"})}
+            choices.append(mapping)
         return {"oneOf": choices, "description": "a backend name, or a mapping with type: and its fields"}
 
 
@@ -81,7 +92,7 @@ def _validate(value: Any) -> BackendConfig:
         value = {"type": value}
     if not isinstance(value, dict):
         raise ValueError("a backend is a name (hf, vllm, openai, ...) or a mapping with 'type'")
-    kind = value.get("type", "hf")
+    kind = value.get("type", DEFAULT_BACKEND)
     if not isinstance(kind, str) or kind not in BACKENDS:
         raise ValueError(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")
     return BACKENDS[kind].config_class.model_validate(value)

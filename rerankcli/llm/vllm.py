@@ -30,17 +30,18 @@ from rerankcli.llm.requests import (
 
 
 class VLLMConfig(BackendConfig):
-    type: Literal["vllm"] = "vllm"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    tensor_parallel_size: int = Field(1, gt=0)
+    type: Literal["vllm"] = Field("vllm", description="vllm: a vLLM engine in this process")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "precision of weights and activations; auto: vLLM's choice from the model's config"))
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs the model is split across")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description=(
         "fraction of GPU memory (of host memory on a CPU build) vLLM may take"))
     batch_size: int = Field(256, gt=0, description="requests handed to vLLM per call")
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False
-    multiprocessing: bool = True
-    seed: int = 0
-    trust_remote_code: bool = False
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of prompt prefixes shared by requests")
+    enforce_eager: bool = Field(False, description="no CUDA graphs: less GPU memory, slower decoding")
+    multiprocessing: bool = Field(True, description="run vLLM's engine in a subprocess (false: in this process)")
+    seed: int = Field(0, description="vLLM's random seed")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (only models you trust)")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="any other vllm.LLM argument")
 
     operational: ClassVar[frozenset[str]] = frozenset({

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from rerankcli.core.dataset import DatasetConfig
 from rerankcli.core.errors import UserError, where
 from rerankcli.execution.executor_config import ExecutorConfig
-from rerankcli.pipeline.registry import STAGES
+from rerankcli.pipeline.registry import STAGES, load_plugins
 from rerankcli.core.stage import StageConfig, file_name
 from rerankcli.core.yaml_source import Location, line_of, load_yaml
 
@@ -94,6 +94,7 @@ def _stage_class(raw: dict[str, Any], label: str, fail) -> type[StageConfig]:
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read, validate and wire a pipeline file, or raise one ``UserError`` line."""
     path = Path(path)
+    load_plugins()
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{where(path, 1)}: a pipeline file is a mapping with name, dataset, stages")

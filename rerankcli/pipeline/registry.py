@@ -60,3 +60,35 @@ def stage_classes() -> dict[str, type[StageConfig]]:
         else:
             found[kind] = entry
     return found
+
+
+#: the entry-point group through which installed packages add methods and backends
+PLUGIN_GROUP = "rerankcli.plugins"
+_plugins_loaded = False
+
+
+def load_plugins() -> list[str]:
+    """Import every module that an installed package names under ``rerankcli.plugins``.
+
+    A plugin module registers its methods and backends when imported (``register_method``,
+    ``register_backend``), so a pipeline can use them by name from the command line, and Ray
+    workers, which import the plugin to unpickle its stage class, know them too. Loaded once
+    per process; a plugin that fails to import stops with one line naming it.
+    """
+    global _plugins_loaded
+    if _plugins_loaded:
+        return []
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    from rerankcli.core.errors import UserError
+
+    loaded = []
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            point.load()
+        except Exception as exc:  # a plugin's own bug: name it rather than show its traceback
+            raise UserError(f"plugin {point.name!r} ({point.value}) failed to load: "
+                            f"{type(exc).__name__}: {exc}") from None
+        loaded.append(point.name)
+    return loaded

@@ -25,20 +25,19 @@ from typing import Any
 
 from rerankcli import __version__
 from rerankcli.core.atomic import copy_file, write_text
-from rerankcli.pipeline.config import Pipeline
 from rerankcli.core.dataset import Dataset
 from rerankcli.core.errors import UserError
-from rerankcli.evaluate.compare import Comparison
-from rerankcli.evaluate.evaluate_stage import EvaluateStage
-from rerankcli.execution.executor import execute
-from rerankcli.execution.executor_config import ExecutorConfig
 from rerankcli.core.hashing import save_memo
-from rerankcli.execution.journal import Journal, header
-from rerankcli.llm.registry import OpenBackends
 from rerankcli.core.runs import Run, read_run, write_run
-from rerankcli.execution.shard import Shard, join_shards, matching_shards, shard_folder
 from rerankcli.core.stage import Context, StageConfig, StageOutput
 from rerankcli.core.store import Store, default_cache_dir
+from rerankcli.execution.executor import execute
+from rerankcli.execution.executor_config import ExecutorConfig
+from rerankcli.execution.journal import Journal, header
+from rerankcli.execution.shard import Shard, matching_shards, shard_folder, stage_journal
+from rerankcli.llm.registry import OpenBackends
+from rerankcli.pipeline.config import Pipeline
+from rerankcli.pipeline.outputs import check_outputs_do_not_overwrite_inputs, export
 
 KEY_FORMAT = 1  # bump when the meaning of a stage key changes
 
@@ -111,7 +110,7 @@ class Runner:
                 raise UserError(f"{self.pipeline.source}: stage '{stage.name}': {exc}") from None
             inputs = [keys[name][0] for name in self.pipeline.inputs[stage.name]]
             keys[stage.name] = (stage_key(stage, inputs, fingerprint), fingerprint)
-        self._check_outputs_do_not_overwrite_inputs()
+        check_outputs_do_not_overwrite_inputs(self.pipeline)
         return keys
 
     def cached(self, key: str) -> bool:
@@ -169,7 +168,7 @@ class Runner:
             if cached:
                 self.log(f"[{stage.name}] cached ({key[:12]})")
                 self.store.journal_path(key).unlink(missing_ok=True)  # left by a kill after publishing
-            outputs = self._export(stage, key, inputs, metrics)
+            outputs = export(stage, self.store.stage_dir(key), self.pipeline, inputs, metrics, self.log)
             wall = time.monotonic() - started
             if not cached:
                 self.log(f"[{stage.name}] done in {wall:.1f}s")
@@ -184,30 +183,13 @@ class Runner:
             self._runs[key] = read_run(self.store.stage_dir(key) / "run.trec")
         return self._runs[key]
 
-    def _journal(self, stage: StageConfig, key: str, forced: bool, input_run: Run) -> Journal:
-        """The stage's journal, seeded with the results of shards that match its key."""
-        path = self.store.journal_path(key)
-        if forced:
-            path.unlink(missing_ok=True)
-            return Journal(path, header(stage.name, key))
-        journal = Journal(path, header(stage.name, key))
-        if self.merge_only:
-            prepared, results = join_shards(self.pipeline.output, stage.name, key, input_run.qids)
-            journal.seed(prepared, results)
-            return journal
-        matching, foreign = matching_shards(self.pipeline.output, stage.name, key)
-        for line in foreign:
-            self.log(f"[{stage.name}] note: ignoring {line}")
-        joined = sum(journal.seed(c.prepared, c.results) for c in matching.values())
-        if joined:
-            self.log(f"[{stage.name}] joined {joined} queries from {len(matching)} shard result files")
-        return journal
-
     def _compute(self, stage: StageConfig, key: str, fingerprint: dict[str, Any],
                  input_keys: dict[str, str], forced: bool) -> None:
         journal = None
         if stage.per_query:
-            journal = self._journal(stage, key, forced, self._input_run(next(iter(input_keys.values()))))
+            qids = self._input_run(next(iter(input_keys.values()))).qids
+            journal = stage_journal(self.store, self.pipeline.output, stage.name, key, forced, self.merge_only,
+                                    qids, self.log)
         output, started_at, wall = self._execute(stage, [self._input_run(k) for k in input_keys.values()], journal)
         staging = self.store.staging()
         if journal is not None:  # how every query was computed (which process, which attempt)
@@ -286,58 +268,3 @@ class Runner:
         shutil.rmtree(staging, ignore_errors=True)
         journal.remove()
         return [result_file, folder / f"{stem}.trec"]
-
-    def _export(self, stage: StageConfig, key: str, inputs: list[str],
-                metrics: dict[str, dict[str, float]]) -> list[Path]:
-        """Copy the stage's cached output into the pipeline's output folder."""
-        source = self.store.stage_dir(key)
-        out = self.pipeline.output
-        manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
-        manifest.update({"stage": stage.name, "pipeline": str(self.pipeline.source),
-                         "input_stages": inputs})
-        manifest_path = out / f"{stage.name}.manifest.json"
-        written = [manifest_path]
-        if stage.produces == "run":
-            copy_file(source / "run.trec", out / f"{stage.name}.trec")
-            written.insert(0, out / f"{stage.name}.trec")
-        else:
-            results = json.loads((source / "metrics.json").read_text(encoding="utf-8"))["runs"]
-            for name, result in zip(inputs, results):
-                metrics.setdefault(name, {}).update(result["means"])
-            comparison = stage.comparison(inputs, results) if isinstance(stage, EvaluateStage) else None
-            self._show_metrics(stage, inputs, results, comparison)
-            if comparison is not None:
-                written += stage.write_reports(comparison, out)
-        write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
-        return written
-
-    def _show_metrics(self, stage: StageConfig, inputs: list[str], results: list[dict],
-                      comparison: Comparison | None = None) -> None:
-        from rerankcli.evaluate.report import render, render_comparison
-
-        rows = {name: result["means"] for name, result in zip(inputs, results)}
-        self.log(f"[{stage.name}] {results[0]['queries']} queries evaluated")
-        if comparison is None:
-            print(render(rows, "table"), end="", flush=True)
-        else:
-            print(render_comparison(comparison, "table"), end="", flush=True)
-            for note in comparison.notes():
-                self.log(f"[{stage.name}] note: {note}")
-        for name, result in zip(inputs, results):
-            if result["queries_missing_from_run"]:
-                self.log(f"[{stage.name}] note: {result['queries_missing_from_run']} judged queries "
-                         f"have no results in '{name}' (skipped; missing: zero counts them as 0)")
-
-    def _check_outputs_do_not_overwrite_inputs(self) -> None:
-        out = self.pipeline.output
-        planned = {out / "metrics.json"}
-        for stage in self.pipeline.stages:
-            planned |= {out / f"{stage.name}.trec", out / f"{stage.name}.manifest.json"}
-            if isinstance(stage, EvaluateStage):
-                planned |= set(stage.report_files(out))
-        sources = [getattr(self.pipeline.dataset, p) for p in ("corpus", "queries", "qrels")]
-        sources += [getattr(s, "run", None) for s in self.pipeline.stages]
-        sources += [getattr(s, "qrels", None) for s in self.pipeline.stages]
-        for source in sources:
-            if isinstance(source, Path) and source.resolve() in {p.resolve() for p in planned}:
-                raise UserError(f"{self.pipeline.source}: output would overwrite the input file {source}")

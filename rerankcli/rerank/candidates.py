@@ -33,7 +33,7 @@ class Query:
 
 
 class RerankStage(StageConfig):
-    type: Literal["rerank"]
+    type: Literal["rerank"] = Field(description="rerank: reorder the top documents of the input run")
     depth: int = Field(100, ge=1, description="rerank the first depth documents of each query")
     fields: list[Literal["title", "text"]] = Field(
         default_factory=lambda: ["title", "text"], min_length=1,

@@ -8,7 +8,7 @@ similar length (little padding), then put back in order. The score is the model'
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -24,13 +24,16 @@ LIBRARIES = ("sentence-transformers", "transformers", "torch")
 
 
 class CrossEncoderStage(RerankStage):
-    method: Literal["cross-encoder"]
-    model: str
-    revision: str | None = None
-    batch_size: int = Field(32, gt=0)
+    method: Literal["cross-encoder"] = Field(description="cross-encoder: score (query, passage) pairs jointly")
+    model: str = Field(description=(
+        "a sentence-transformers cross-encoder: a local folder, package:<distribution>, or a hub id"))
+    revision: str | None = Field(None, description="hub revision of model: a branch, tag or commit")
+    batch_size: int = Field(32, gt=0, description="(query, passage) pairs per forward pass")
     max_length: int = Field(512, gt=0, description="tokens per (query, passage) pair; longer pairs are cut")
     device: str | None = Field(None, description="cpu, cuda, cuda:1, mps; default: best available")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (only models you trust)")
+
+    summary: ClassVar = "score each (query, passage) pair with a sentence-transformers cross-encoder"
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "model": None, "batch_size": None, "device": None}

@@ -46,16 +46,18 @@ def passage_score(query: Sequence[float], calibration: Sequence[float] | None, o
 
 
 class IcrStage(LLMRerankStage):
-    method: Literal["icr"]
+    method: Literal["icr"] = Field(description="icr: in-context reranking from attention weights")
     calibration: bool = Field(True, description='subtract the attention of the content-free query "N/A"')
-    calibration_query: str = "N/A"
+    calibration_query: str = Field("N/A", description="the content-free query whose attention is subtracted")
     mask_outliers: bool = Field(True, description="drop tokens whose calibrated score is a low outlier")
-    outlier_std: float = Field(2.0, gt=0)
+    outlier_std: float = Field(2.0, gt=0, description=(
+        "mask_outliers: standard deviations below its passage's mean that make a token an outlier"))
     layers: list[int] | None = Field(None, description="layers whose attention counts (default: all)")
 
     default_prompt: ClassVar = "icr"
     placeholders: ClassVar = ({"query", "passages"}, {"query", "passages", "num"})
     asks: ClassVar = (Attention,)
+    summary: ClassVar = "in-context reranking: attention from the query to each passage in one prompt (hf only)"
 
     def template(self, base_dir: Any) -> Template:
         required, allowed = self.placeholders

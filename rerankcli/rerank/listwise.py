@@ -37,18 +37,21 @@ LETTERS = list(string.ascii_uppercase)
 
 
 class ListwiseStage(LLMRerankStage):
-    method: Literal["listwise"]
-    strategy: Literal["sliding", "full", "first"] = "sliding"
-    window: int = Field(20, ge=2)
-    stride: int = Field(10, ge=1)
-    passes: int = Field(1, ge=1)
+    method: Literal["listwise"] = Field(description="listwise: the model orders a list of candidates")
+    strategy: Literal["sliding", "full", "first"] = Field("sliding", description=(
+        "sliding windows (RankGPT), full (all candidates in one prompt), first (identifier logits, FIRST)"))
+    window: int = Field(20, ge=2, description="candidates per prompt (sliding, first)")
+    stride: int = Field(10, ge=1, description="positions the window moves up between prompts (< window)")
+    passes: int = Field(1, ge=1, description="sliding: sweeps of the window from the bottom to the top")
     order: Literal["input", "reverse", "shuffle"] = Field("input", description="candidate order before ranking")
-    seed: int = 0
-    max_new_tokens: int | None = Field(None, gt=0, description="default: 6 tokens per identifier, plus 16")
+    seed: int = Field(0, description="order shuffle: the random seed")
+    max_new_tokens: int | None = Field(None, gt=0, description=(
+        "longest answer, in tokens; default: 6 per passage in the window, plus 16"))
     max_repair_rate: float = Field(1.0, ge=0, le=1, description=(
         "fail the stage when more than this share of windows needed a repair of the model's answer"))
 
     placeholders: ClassVar = ({"query", "passages"}, {"query", "passages", "num"})
+    summary: ClassVar = "the model orders lists of candidates: RankGPT sliding windows, one full list, or FIRST"
 
     @model_validator(mode="after")
     def _window_fits(self) -> ListwiseStage:

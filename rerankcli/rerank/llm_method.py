@@ -64,9 +64,11 @@ class Reranked:
 
 
 class LLMRerankStage(RerankStage):
-    model: str
-    revision: str | None = None
-    backend: BackendField = Field(default_factory=HFConfig)
+    model: str = Field(description=(
+        "the language model: a local folder, a GGUF file, package:<distribution>, or a hub id"))
+    revision: str | None = Field(None, description="hub revision of model: a branch, tag or commit")
+    backend: BackendField = Field(default_factory=HFConfig, description=(
+        "where the model runs: hf, vllm, openai, or a mapping with type: and that backend's settings"))
     prompt: str | None = Field(None, description="a shipped template name or a YAML file; default: the method's")
     max_passage_tokens: int | None = Field(None, gt=0, description="cut each passage to this many tokens")
     batch_size: int | None = Field(None, gt=0, description="shortcut for backend.batch_size")

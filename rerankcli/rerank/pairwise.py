@@ -92,16 +92,19 @@ class Comparisons:
 
 
 class PairwiseStage(LLMRerankStage):
-    method: Literal["pairwise"]
-    strategy: Literal["allpair", "heapsort", "sliding"] = "heapsort"
+    method: Literal["pairwise"] = Field(description="pairwise: which of two passages is more relevant")
+    strategy: Literal["allpair", "heapsort", "sliding"] = Field("heapsort", description=(
+        "allpair (every pair), heapsort (extract the best top_k), sliding (top_k bubble passes)"))
     top_k: int = Field(10, ge=1, description="heapsort and sliding: how many top positions are sorted")
-    mode: Literal["logits", "generate"] = "logits"
+    mode: Literal["logits", "generate"] = Field("logits", description=(
+        "logits: compare P(A) with P(B); generate: read the model's short written answer"))
     max_new_tokens: int = Field(8, gt=0, description="generate mode: the answer's length in tokens")
     max_repair_rate: float = Field(1.0, ge=0, le=1, description=(
         "generate mode: fail the stage when more than this share of answers could not be read"))
 
     default_prompt: ClassVar = "pairwise"
     placeholders: ClassVar = ({"query", "passage_a", "passage_b"}, {"query", "passage_a", "passage_b"})
+    summary: ClassVar = "PRP: which of two passages is more relevant, asked in both orders; allpair or sorting"
 
     @property
     def asks(self) -> tuple[type, ...]:  # type: ignore[override]

@@ -43,12 +43,13 @@ def answer_tokens(backend: Backend, answers: dict[Any, str]) -> dict[Any, list[s
 
 
 class YesNoStage(LLMRerankStage):
-    method: Literal["yes-no"]
-    yes: str = "Yes"
-    no: str = "No"
+    method: Literal["yes-no"] = Field(description="yes-no: P(yes) that the passage is relevant")
+    yes: str = Field("Yes", description="the answer meaning relevant (must be a single token)")
+    no: str = Field("No", description="the answer meaning not relevant (must be a single token)")
 
     default_prompt: ClassVar = "yes-no"
     asks: ClassVar = (NextToken,)
+    summary: ClassVar = "pointwise: P(Yes) renormalised over Yes/No, from the next-token distribution"
 
     def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
         return answer_tokens(backend, {"yes": self.yes, "no": self.no})
@@ -65,11 +66,12 @@ class YesNoStage(LLMRerankStage):
 
 
 class GradedStage(LLMRerankStage):
-    method: Literal["graded"]
+    method: Literal["graded"] = Field(description="graded: the expected relevance label")
     scale: int = Field(3, ge=1, le=9, description="labels 0..scale, each a digit")
 
     default_prompt: ClassVar = "graded"
     asks: ClassVar = (NextToken,)
+    summary: ClassVar = "pointwise: expected relevance label 0..scale, from the next-token distribution"
 
     def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
         return answer_tokens(backend, {str(label): str(label) for label in range(self.scale + 1)})
@@ -89,11 +91,12 @@ class GradedStage(LLMRerankStage):
 
 
 class QueryLikelihoodStage(LLMRerankStage):
-    method: Literal["query-likelihood"]
+    method: Literal["query-likelihood"] = Field(description="query-likelihood: log P(query | passage)")
 
     default_prompt: ClassVar = "query-likelihood"
     placeholders: ClassVar = ({"passage"}, {"passage"})
     asks: ClassVar = (Continuation,)
+    summary: ClassVar = "pointwise: mean log-probability of the query's tokens given the passage (UPR)"
 
     def program(self, query: Query, template: Template, prepared: None) -> Program:
         if not query.text.strip():

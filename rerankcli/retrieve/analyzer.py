@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: org.apache.lucene.analysis.en.EnglishAnalyzer.ENGLISH_STOP_WORDS_SET
 LUCENE_STOPWORDS = frozenset(
@@ -33,10 +33,11 @@ class AnalyzerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lowercase: bool = True
-    possessive: bool = True
-    stopwords: Literal["lucene", "none"] | list[str] = "lucene"
-    stemmer: str = "porter"
+    lowercase: bool = Field(True, description="lower-case every token")
+    possessive: bool = Field(True, description="drop a trailing 's from words (Lucene's possessive filter)")
+    stopwords: Literal["lucene", "none"] | list[str] = Field("lucene", description=(
+        "words left out: lucene (its 33 English stop words), none, or a list of words"))
+    stemmer: str = Field("porter", description="a Snowball stemmer (porter, english, ...) or none")
 
     @field_validator("stemmer")
     @classmethod

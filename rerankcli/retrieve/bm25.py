@@ -42,26 +42,35 @@ class RM3Config(BaseModel):
 
     fb_terms: int = Field(10, ge=1, description="expansion terms")
     fb_docs: int = Field(10, ge=1, description="feedback documents")
-    original_query_weight: float = Field(0.5, ge=0, le=1)
+    original_query_weight: float = Field(0.5, ge=0, le=1, description=(
+        "weight of the original query against the expansion terms (0..1)"))
+
+
+def _rm3_takes_a_bool(schema: dict[str, Any]) -> None:
+    """``rm3: true`` and ``rm3: false`` are accepted too (``_rm3_shorthand``): tell editors."""
+    schema["anyOf"].insert(0, {"type": "boolean", "description": "true: RM3 with pyserini's defaults"})
 
 
 class BM25Stage(StageConfig):
     """BM25 over title + text of every document, for each query of the dataset."""
 
-    type: Literal["retrieve"]
-    method: Literal["bm25"]
-    backend: str = "bm25s"
+    type: Literal["retrieve"] = Field(description="retrieve: rank the whole corpus for each query")
+    method: Literal["bm25"] = Field(description="bm25: lexical BM25 ranking")
+    backend: str = Field("bm25s", description="bm25s, rank_bm25, or pyserini (Lucene through Anserini)")
     k: int = Field(1000, ge=1, description="documents returned per query")
     k1: float = Field(0.9, ge=0, description="term-frequency saturation (pyserini's default)")
     b: float = Field(0.4, ge=0, le=1, description="length normalisation (pyserini's default)")
-    analyzer: AnalyzerConfig = AnalyzerConfig()
+    analyzer: AnalyzerConfig = Field(AnalyzerConfig(), description=(
+        "bm25s and rank_bm25: how text becomes terms (lowercase, possessive, stopwords, stemmer)"))
     threads: int = Field(0, ge=0, description="indexing and search threads; 0 = all cores")
     batch_size: int = Field(1000, ge=1, description="queries per search call")
     index: str | None = Field(None, description="pyserini: an index directory or prebuilt name")
-    rm3: RM3Config | None = Field(None, description="pyserini: RM3 query expansion")
+    rm3: RM3Config | None = Field(None, description="pyserini: RM3 query expansion (true: with the default settings)",
+                                  json_schema_extra=_rm3_takes_a_bool)
 
     reads: ClassVar = "none"
     needs: ClassVar = frozenset({"corpus", "queries"})
+    summary: ClassVar = "BM25 over title + text of every document (bm25s, rank_bm25 or pyserini)"
 
     @field_validator("backend")
     @classmethod

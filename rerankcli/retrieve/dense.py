@@ -29,20 +29,22 @@ LIBRARIES = ("sentence-transformers", "transformers", "torch", "numpy")
 class DenseStage(StageConfig):
     """Exact inner-product search over sentence-transformers embeddings."""
 
-    type: Literal["retrieve"]
-    method: Literal["dense"]
-    model: str
-    revision: str | None = None
-    k: int = Field(1000, ge=1)
-    batch_size: int = Field(64, ge=1)
-    max_length: int | None = Field(None, ge=8, description="tokens; default: the model's")
-    query_prefix: str = ""
-    document_prefix: str = ""
+    type: Literal["retrieve"] = Field(description="retrieve: rank the whole corpus for each query")
+    method: Literal["dense"] = Field(description="dense: nearest neighbours in an embedding space")
+    model: str = Field(description=(
+        "a sentence-transformers model: a local folder, package:<distribution>, or a hub id"))
+    revision: str | None = Field(None, description="hub revision of model: a branch, tag or commit")
+    k: int = Field(1000, ge=1, description="documents returned per query")
+    batch_size: int = Field(64, ge=1, description="texts encoded per batch")
+    max_length: int | None = Field(None, ge=8, description="longest text encoded, in tokens; default: the model's")
+    query_prefix: str = Field("", description="text put before each query (e.g. 'query: ' for E5)")
+    document_prefix: str = Field("", description="text put before each document (e.g. 'passage: ' for E5)")
     device: str | None = Field(None, description="cpu, cuda, cuda:1, mps; default: best available")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run code shipped with the model (only models you trust)")
 
     reads: ClassVar = "none"
     needs: ClassVar = frozenset({"corpus", "queries"})
+    summary: ClassVar = "exact inner-product search over sentence-transformers embeddings of title + text"
 
     def identity(self) -> dict[str, Any]:
         # the model's content digest stands in for its spec; batch size and device do not

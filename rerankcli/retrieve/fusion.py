@@ -58,15 +58,18 @@ def comb(runs: list[Run], weights: list[float], how: str, mnz: bool, depth: int 
 class FuseStage(StageConfig):
     """Fuse the runs named in ``inputs``."""
 
-    type: Literal["fuse"]
-    method: Literal["rrf", "combsum", "combmnz"] = "rrf"
-    rrf_k: float = Field(60.0, gt=0)
-    weights: list[float] | None = None
-    normalize: Literal["minmax", "zscore", "none"] = "minmax"
+    type: Literal["fuse"] = Field(description="fuse: combine the runs of two or more earlier stages")
+    method: Literal["rrf", "combsum", "combmnz"] = Field("rrf", description=(
+        "rrf (reciprocal rank fusion), combsum (sum of normalised scores), combmnz (combsum x runs found in)"))
+    rrf_k: float = Field(60.0, gt=0, description="rrf: the constant k in weight / (k + rank)")
+    weights: list[float] | None = Field(None, description="one weight per input run (default: all 1)")
+    normalize: Literal["minmax", "zscore", "none"] = Field("minmax", description=(
+        "combsum and combmnz: how each run's scores are normalised per query"))
     depth: int | None = Field(None, ge=1, description="documents read from each input run")
     k: int = Field(1000, ge=1, description="documents kept per query")
 
     reads: ClassVar = "many"
+    summary: ClassVar = "fuse the runs named in inputs: rrf, combsum or combmnz"
 
     @model_validator(mode="after")
     def _weights_match_inputs(self) -> FuseStage:

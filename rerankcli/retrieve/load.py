@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from rerankcli.core.dataset import first_line_of
 from rerankcli.core.errors import UserError, shown, where
@@ -18,11 +18,12 @@ from rerankcli.core.stage import resolve_existing, Context, StageConfig, StageOu
 class LoadStage(StageConfig):
     """Read a run file; optionally keep its top ``k`` per query."""
 
-    type: Literal["load"]
-    run: Path
-    k: int | None = None
+    type: Literal["load"] = Field(description="load: start from an existing TREC run file")
+    run: Path = Field(description="the TREC run file, relative to the pipeline file")
+    k: int | None = Field(None, description="keep the top k documents per query (default: all)")
 
     reads: ClassVar = "none"
+    summary: ClassVar = "start from an existing TREC run file (any system's output)"
 
     @field_validator("run")
     @classmethod
