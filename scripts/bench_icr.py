@@ -30,8 +30,7 @@ def main() -> None:
     parser.add_argument("--max-passage-tokens", type=int, default=100)
     args = parser.parse_args()
 
-    from dl19 import DATA, backend_config, fresh_backend, load
-    from rerankcli.llm.registry import close_backends
+    from dl19 import DATA, backend_config, close_backends, fresh_backend, load, rerank
     from rerankcli.core.models import resolve_model
     from rerankcli.rerank.icr import IcrStage
     from rerankcli.rerank.listwise import ListwiseStage
@@ -56,7 +55,7 @@ def main() -> None:
     walls = {}
     for stage in stages:
         start = time.perf_counter()
-        scores, books, state = stage.rerank(candidates, stage.template(ROOT), fresh_backend(stage, model, store))
+        scores, books, state = rerank(stage, candidates, fresh_backend(stage, model, store))
         walls[stage.name] = wall = time.perf_counter() - start
         books = books.manifest()
         if stage.name == "icr":

@@ -35,8 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from dl19 import DATA, backend_config, fresh_backend, load
-    from rerankcli.llm.registry import close_backends
+    from dl19 import DATA, backend_config, close_backends, fresh_backend, load, rerank
     from rerankcli.core.models import resolve_model
     from rerankcli.rerank.listwise import ListwiseStage
     from rerankcli.rerank.candidates import merge
@@ -56,19 +55,18 @@ def main() -> None:
         stage = ListwiseStage(name=strategy, type="rerank", method="listwise", strategy=strategy, model=args.model,
                               depth=args.depth, window=args.window, stride=args.stride, backend=config,
                               max_passage_tokens=args.max_passage_tokens)
-        template = stage.template(ROOT)
         for mode in args.modes:
             backend = fresh_backend(stage, model, store)
             start = time.perf_counter()
             if mode == "cross-query":
-                scores, books, state = stage.rerank(candidates, template, backend)
+                scores, books, state = rerank(stage, candidates, backend)
                 windows = stage.method_details(state)
                 books = books.manifest()
             else:
                 scores, books, windows = {}, None, {"windows": 0, "repaired_windows": 0}
                 totals = {"calls": 0, "prompt_tokens": 0, "generated_tokens": 0}
                 for query in candidates:
-                    one, part, state = stage.rerank([query], template, backend)
+                    one, part, state = rerank(stage, [query], backend)
                     scores.update(one)
                     for key in totals:
                         totals[key] += part.manifest()[key]

@@ -34,7 +34,7 @@ def main() -> None:
     from rerankcli.core.formats import read_corpus, read_qrels, read_queries
     from rerankcli.evaluate.metrics import evaluate, parse_metric
     from rerankcli.llm.hf import HFConfig
-    from rerankcli.llm.registry import open_backend
+    from rerankcli.llm.registry import OpenBackends
     from rerankcli.llm.requests import NextToken, Passage, Prompt
     from rerankcli.llm.scheduler import run_programs
     from rerankcli.llm.vllm import VLLMConfig
@@ -66,27 +66,28 @@ def main() -> None:
     def measure(label: str, backend, together: bool) -> None:
         if hasattr(backend, "llm"):  # vLLM: no prefix-cache hits left over from the last measurement
             backend.llm.reset_prefix_cache()
+        usage: dict = {}
         start = time.perf_counter()
         if together:
-            results = run_programs(((q, program(q)) for q in qids), backend)
+            results = run_programs(((q, program(q)) for q in qids), backend, usage=usage)
         else:
-            results = {q: run_programs([(q, program(q))], backend)[q] for q in qids}
+            results = {q: run_programs([(q, program(q))], backend, usage=usage)[q] for q in qids}
         wall = time.perf_counter() - start
         value = evaluate(Run(results), qrels, [ndcg], relevance_level=2).means["ndcg@10"]
         answers_by_backend[label.split()[0]] = results
-        tokens = backend.accounting.prompt_tokens
+        tokens = sum(u.prompt_tokens for u in usage.values())
         print(f"| {label} | {'cross-query' if together else 'per query'} | {pairs} | {wall:.1f} | "
               f"{pairs / wall:.1f} | {tokens / wall:.0f} | {value:.4f} |", flush=True)
-        backend.accounting = type(backend.accounting)()
 
     print(f"DL19: {len(qids)} queries, BM25 top-{args.depth}: {pairs} yes/no requests, model {args.model}")
     print(f"BM25 nDCG@10 on these queries: {evaluate(bm25, qrels, [ndcg], relevance_level=2).means['ndcg@10']:.4f}")
     print("| backend | batching | requests | wall s | requests/s | prompt tokens/s | nDCG@10 |")
     print("|---|---|---|---|---|---|---|")
     log = lambda message: None  # noqa: E731
+    models = OpenBackends()
     if "hf" in args.backends:
         for size in args.hf_batch_sizes:
-            backend = open_backend(HFConfig(batch_size=size), model, store, log)
+            backend = models.open(HFConfig(batch_size=size), model, store, log)
             measure(f"hf batch {size}", backend, together=size > 1)
             if size > 1:
                 measure(f"hf batch {size}", backend, together=False)
@@ -94,7 +95,7 @@ def main() -> None:
     if "vllm" in args.backends:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         start = time.perf_counter()
-        backend = open_backend(VLLMConfig(dtype="float32", max_length=2048, gpu_memory_utilization=0.3,
+        backend = models.open(VLLMConfig(dtype="float32", max_length=2048, gpu_memory_utilization=0.3,
                                           enforce_eager=True, multiprocessing=False), model, store, log)
         print(f"(vllm engine start: {time.perf_counter() - start:.0f} s)", flush=True)
         measure("vllm", backend, together=True)

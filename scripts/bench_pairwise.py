@@ -33,8 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from dl19 import DATA, backend_config, fresh_backend, load
-    from rerankcli.llm.registry import close_backends
+    from dl19 import DATA, backend_config, close_backends, fresh_backend, load, rerank
     from rerankcli.core.models import resolve_model
     from rerankcli.rerank.pairwise import PairwiseStage
     from rerankcli.rerank.candidates import merge
@@ -55,7 +54,7 @@ def main() -> None:
                               model=args.model, depth=args.depth, top_k=args.top_k, backend=backend,
                               max_passage_tokens=args.max_passage_tokens)
         start = time.perf_counter()
-        scores, books, state = stage.rerank(candidates, stage.template(ROOT), fresh_backend(stage, model, store))
+        scores, books, state = rerank(stage, candidates, fresh_backend(stage, model, store))
         wall = time.perf_counter() - start
         details = stage.method_details(state)
         print(f"| {strategy} | {score(merge(bm25, scores, args.depth)):.4f} | {details['comparisons']} | "

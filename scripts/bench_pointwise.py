@@ -30,8 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-    from dl19 import DATA, backend_config, fresh_backend, load
-    from rerankcli.llm.registry import close_backends
+    from dl19 import DATA, backend_config, close_backends, fresh_backend, load, rerank
     from rerankcli.core.models import resolve_model
     from rerankcli.pipeline.runner.registry import STAGES
     from rerankcli.rerank.candidates import merge
@@ -53,7 +52,7 @@ def main() -> None:
                                                  depth=args.depth, backend=config)
                 backend = fresh_backend(stage, model, store)
                 start = time.perf_counter()
-                scores, accounting, _ = stage.rerank(candidates, stage.template(ROOT), backend)
+                scores, accounting, _ = rerank(stage, candidates, backend)
                 wall = time.perf_counter() - start
                 value = score(merge(bm25, scores, args.depth))
                 books = accounting.manifest()

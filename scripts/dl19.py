@@ -59,12 +59,34 @@ def backend_config(backend: str, model: str, batch_size: int, max_length: int = 
     return config
 
 
+_POOL = None
+
+
+def open_models():
+    """The benchmark process's pool of loaded models (``close_backends`` releases them)."""
+    global _POOL
+    if _POOL is None:
+        from rerankcli.llm.registry import OpenBackends
+
+        _POOL = OpenBackends()
+    return _POOL
+
+
+def close_backends() -> None:
+    open_models().close()
+
+
+def rerank(stage, queries, backend):
+    """(scores, accounting, method record) of ``stage`` over ``queries`` on ``backend``, in this process."""
+    from rerankcli.execution.llm_session import LLMSession
+
+    return LLMSession(stage, Path(__file__).resolve().parents[1], backend=backend).rerank(queries)
+
+
 def fresh_backend(stage, model, store):
     """The stage's backend (opened once per process), with vLLM's prefix cache emptied so that a
     row gets no cache hits from the previous one."""
-    from rerankcli.llm.registry import open_backend
-
-    backend = open_backend(stage.backend_config(), model, store, lambda m: None)
+    backend = open_models().open(stage.backend_config(), model, store, lambda m: None)
     if hasattr(backend, "llm"):
         backend.llm.reset_prefix_cache()
     return backend
