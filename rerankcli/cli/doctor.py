@@ -98,5 +98,7 @@ RETRIEVAL_CHECKS: dict[str, Callable[[], Check]] = {
 def checks() -> dict[str, Callable[[], Check]]:
     """Every check ``rerank doctor`` runs: retrieval backends, then each registered LLM backend."""
     from rerankcli.llm.registry import BACKENDS
+    from rerankcli.pipeline.registry import load_plugins
 
+    load_plugins()  # a plugin's backends check themselves too
     return {**RETRIEVAL_CHECKS, **{name: backend.check for name, backend in BACKENDS.items()}}

@@ -16,12 +16,17 @@ from typing import IO
 
 
 def _umask() -> int:
+    """The process's umask: from /proc where it can be read, else by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-_UMASK = _umask()  # read once: os.umask can only be read by setting it
+_UMASK = _umask()
 
 
 @contextlib.contextmanager

@@ -1,1 +1,1 @@
-"""Metrics equal to trec_eval's, reports, and (later) comparisons between runs."""
+"""Metrics equal to trec_eval's, significance tests and comparisons between runs, reports, plots."""

@@ -28,9 +28,10 @@ class LLMSession:
     """One stage's model, call cache and prepared method state, ready to score queries.
 
     ``backend`` given (``rerank plan``'s token counter, a test's fake model): that backend is
-    used, behind ``cache`` if one is given, and nothing is loaded. Otherwise the stage's model is opened from ``backends`` (the
-    process's pool, which outlives the session so later stages can share the model) when
-    first needed. ``close`` releases what the session itself opened: the call cache.
+    used, behind ``cache`` if one is given, and nothing is loaded. Otherwise the stage's model
+    is opened from ``backends`` (the process's pool, which outlives the session so later
+    stages can share the model) when first needed, behind the stage's call cache if it has
+    ``llm_cache``. ``close`` releases what the session itself opened: that call cache.
     """
 
     def __init__(self, stage: LLMRerankStage, base_dir: Path, store: Store | None = None,
@@ -39,7 +40,7 @@ class LLMSession:
         self.stage, self.base_dir, self.store, self.log = stage, base_dir, store, log
         self.template = stage.template(base_dir)
         self._backends, self._backend = backends, backend
-        self._cache = cache
+        self._cache, self._owns_cache = cache, False
         self._prepared: Any = None
         self._is_prepared = False
 
@@ -50,7 +51,8 @@ class LLMSession:
             model = self.stage.resolved_model(self.base_dir)
             self._backend = self._backends.open(self.stage.backend_config(), model, self.store, self.log)
             if self.stage.llm_cache:
-                self._cache = CallCache(self.store.root / "llm-calls.sqlite", self.stage.call_cache_namespace(model))
+                namespace = self.stage.call_cache_namespace(model)
+                self._cache, self._owns_cache = CallCache(self.store.root / "llm-calls.sqlite", namespace), True
         return self._backend
 
     @property
@@ -87,9 +89,10 @@ class LLMSession:
         return self.stage.conclude(results, self.prepared, batches)
 
     def close(self) -> None:
-        if self._cache is not None:
+        """Close the call cache this session opened (one given to it belongs to the caller)."""
+        if self._cache is not None and self._owns_cache:
             self._cache.close()
-            self._cache = None
+            self._cache, self._owns_cache = None, False
 
     def __enter__(self) -> LLMSession:
         return self

@@ -37,7 +37,9 @@ class QueryWorker:
     def __init__(self, stage: LLMRerankStage, base_dir: Path, cache_root: Path, backend: type[Backend]) -> None:
         if BACKENDS.get(backend.name) is not backend:
             register_backend(backend)
-        self.session = LLMSession(stage, base_dir, Store(cache_root), OpenBackends())
+        self.models = OpenBackends()
+        self.session = LLMSession(stage, base_dir, Store(cache_root), self.models)
+        self.session.prepared  # noqa: B018  load the model now: every actor loads at the same time
 
     def prepared_state(self) -> Any:
         return self.session.prepared
@@ -45,6 +47,11 @@ class QueryWorker:
     def score(self, queries: list[Query]) -> tuple[list[tuple[str, QueryResult]], list[int], float]:
         results, batches = self.session.score(queries)
         return sorted(results.items()), batches.batch_sizes, batches.wall_s
+
+    def close(self) -> None:
+        """Release the model (a vLLM engine's processes) and the call cache before the actor is killed."""
+        self.session.close()
+        self.models.close()
 
 
 def score_on_ray(config: ExecutorConfig, stage: LLMRerankStage, queries: list[Query], ctx: Context,
@@ -78,6 +85,10 @@ def score_on_ray(config: ExecutorConfig, stage: LLMRerankStage, queries: list[Qu
                 batches.record_batch(one, 0.0)
             batches.wall_s += wall
     finally:
+        try:
+            ray.get([worker.close.remote() for worker in workers], timeout=120)
+        except Exception:  # noqa: BLE001  an actor that died cannot close; killing it is all that is left
+            pass
         for worker in workers:
             ray.kill(worker)
     return prepared, batches

@@ -86,7 +86,7 @@ class Backend(ABC):
     @classmethod
     def context_length(cls, config: BackendConfig, folder: Path, tokenizer: Any) -> int:
         """Tokens of prompt plus answer this backend allows for the model in ``folder``."""
-        return config.max_length or _model_context(folder, tokenizer) or 4096
+        return config.max_length or model_context(folder, config) or 4096
 
     @classmethod
     def describe(cls, config: BackendConfig) -> str:
@@ -105,12 +105,13 @@ class Backend(ABC):
         return Check(cls.name, True, ", ".join(f"{n} {found[n]}" for n in cls.libraries))
 
 
-def _model_context(folder: Path, tokenizer: Any) -> int | None:
-    """The model's own context length from its config file (no weights read)."""
+def model_context(folder: Path, config: BackendConfig) -> int | None:
+    """The model's own context length from its config file (no weights read).
+
+    A missing or broken config file raises (OSError, ValueError): ``rerank plan`` then says
+    it could not count tokens rather than count them with a guessed length.
+    """
     from transformers import AutoConfig
 
-    try:
-        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError):
-        return None
-    return getattr(config, "max_position_embeddings", None)
+    trust = bool(getattr(config, "trust_remote_code", False))
+    return getattr(AutoConfig.from_pretrained(folder, trust_remote_code=trust), "max_position_embeddings", None)

@@ -87,16 +87,15 @@ class CallCache:
 
 
 def answer_through(cache: CallCache | None, answer: Callable[[list[Request]], list[Response]],
-                   requests: list[Request]) -> tuple[list[Response], list[bool], int]:
-    """Answers to ``requests``: known calls from ``cache``, the rest from ``answer`` (the model).
+                   requests: list[Request]) -> tuple[list[Response], list[bool]]:
+    """Answers to ``requests``: known calls from ``cache``, the rest from ``answer`` (the model,
+    called once, and only if something is left to ask).
 
-    Returns the answers in order, per request whether the cache gave it (the first request of
-    a computed call was not a hit, a repeat of it in the same batch was), and how many
-    requests the model computed (0: it was not called).
+    Returns the answers in order and, per request, whether the cache gave it (the first request
+    of a computed call was not a hit; a repeat of it in the same batch was).
     """
     if cache is None:
-        responses = answer(requests) if requests else []
-        return responses, [False] * len(requests), len(requests)
+        return (answer(requests) if requests else []), [False] * len(requests)
     keys = [None if isinstance(r, Attention) else request_key(cache.namespace, r) for r in requests]
     known = cache.get([k for k in keys if k is not None])
     missing: dict[str, Request] = {}
@@ -117,7 +116,7 @@ def answer_through(cache: CallCache | None, answer: Callable[[list[Request]], li
         first = key in computed
         computed.discard(key)  # type: ignore[arg-type]
         hits.append(key is not None and not first)
-    return [passed[i] if key is None else answers[key] for i, key in enumerate(keys)], hits, len(asked)
+    return [passed[i] if key is None else answers[key] for i, key in enumerate(keys)], hits
 
 
 def namespace(model_identity: str, backend_identity: dict[str, Any], versions: dict[str, str]) -> str:

@@ -75,9 +75,9 @@ class HFBackend(Backend):
     # -- self-description ---------------------------------------------------------------------
     @classmethod
     def context_length(cls, config: BackendConfig, folder: Path, tokenizer: Any) -> int:
-        from rerankcli.llm.backend import _model_context
+        from rerankcli.llm.backend import model_context
 
-        return config.max_length or _capped(_model_context(folder, tokenizer))
+        return config.max_length or _capped(model_context(folder, config))
 
     @classmethod
     def describe(cls, config: BackendConfig) -> str:

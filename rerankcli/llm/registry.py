@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
-from pydantic_core import core_schema
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError
+from pydantic_core import PydanticCustomError, core_schema
 
 from rerankcli.core.errors import UserError
 from rerankcli.core.models import ResolvedModel
@@ -22,9 +22,6 @@ from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.hf import HFBackend
 from rerankcli.llm.openai import OpenAIBackend
 from rerankcli.llm.vllm import VLLMBackend
-
-#: the backend of a ``backend:`` mapping that names no ``type`` (and of a stage without one)
-DEFAULT_BACKEND = "hf"
 
 BACKENDS: dict[str, type[Backend]] = {
     "hf": HFBackend,
@@ -58,30 +55,26 @@ def require(backend: type[Backend], kinds: Iterable[type], method: str) -> None:
 class _RegisteredBackend:
     """Validates ``backend:`` with the config class registered under its ``type``.
 
-    ``backend: hf`` is short for ``backend: {type: hf}``. Errors inside the mapping keep their
-    location (``backend.batch_size``), so the pipeline's error line points at the field.
+    ``backend: hf`` is short for ``backend: {type: hf}``. Errors read as pydantic's own for a
+    union tagged by ``type`` (the registry is open, so it cannot be a static union): inside the
+    mapping they keep the backend in their location (``backend.hf.batch_size``), so the
+    pipeline's error line points at the field.
     """
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(
-            _validate, serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda config, info: config.model_dump(mode=info.mode), info_arg=True))
+            _validate, serialization=core_schema.plain_serializer_function_ser_schema(_dump, info_arg=True))
 
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
-        """Each registered name, or its config mapping; read at schema time, so plugins appear.
-
-        A mapping without ``type`` is the default backend's (``_validate``), so every other mapping must name its
-        ``type``: otherwise ``{batch_size: 4}`` would match several configs and fail ``oneOf``.
-        """
+        """Each registered name, or its config mapping with its ``type``; read at schema time, so
+        plugins appear."""
         choices = []
         for name, backend in BACKENDS.items():
             choices.append({"type": "string", "const": name})
             mapping = handler(backend.config_class.__pydantic_core_schema__)
-            if name != DEFAULT_BACKEND:
-                mapping = {**mapping, "required": sorted({*mapping.get("required", []), "type"})}
-            choices.append(mapping)
+            choices.append({**mapping, "required": sorted({*mapping.get("required", []), "type"})})
         return {"oneOf": choices, "description": "a backend name, or a mapping with type: and its fields"}
 
 
@@ -91,11 +84,29 @@ def _validate(value: Any) -> BackendConfig:
     if isinstance(value, str):
         value = {"type": value}
     if not isinstance(value, dict):
-        raise ValueError("a backend is a name (hf, vllm, openai, ...) or a mapping with 'type'")
-    kind = value.get("type", DEFAULT_BACKEND)
+        raise PydanticCustomError("model_attributes_type",
+                                  "Input should be a valid dictionary or object to extract fields from")
+    if "type" not in value:
+        raise PydanticCustomError("union_tag_not_found", "Unable to extract tag using discriminator {discriminator}",
+                                  {"discriminator": "'type'"})
+    kind = value["type"]
     if not isinstance(kind, str) or kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; known: {', '.join(BACKENDS)}")
-    return BACKENDS[kind].config_class.model_validate(value)
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "Input tag '{tag}' found using {discriminator} does not match any of the expected tags: {expected_tags}",
+            {"discriminator": "'type'", "tag": str(kind), "expected_tags": ", ".join(f"'{n}'" for n in BACKENDS)})
+    try:
+        return BACKENDS[kind].config_class.model_validate(value)
+    except ValidationError as exc:  # the backend's name joins the location, as in a tagged union
+        raise ValidationError.from_exception_data(exc.title, [
+            {"type": e["type"], "loc": (kind, *e["loc"]), "input": e["input"], **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            for e in exc.errors()]) from None
+
+
+def _dump(config: BackendConfig, info: Any) -> dict[str, Any]:
+    return config.model_dump(mode=info.mode, by_alias=info.by_alias, exclude_unset=info.exclude_unset,
+                             exclude_defaults=info.exclude_defaults, exclude_none=info.exclude_none,
+                             round_trip=info.round_trip)
 
 
 #: what a stage declares as its ``backend:`` field
@@ -107,7 +118,7 @@ class OpenBackends:
 
     Stages of one pipeline that use the same model on the same backend share it instead of
     loading it (or starting vLLM) again. Whoever creates the pool closes it: the pipeline
-    runner at the end of a run, a Ray actor when it is killed.
+    runner at the end of a run, a Ray actor when the driver is done with it.
     """
 
     def __init__(self) -> None:
@@ -125,10 +136,16 @@ class OpenBackends:
         return self._open[key]
 
     def close(self) -> None:
-        """Release every model this pool opened."""
+        """Release every model this pool opened; one that fails to close does not keep the others open."""
+        failed: BaseException | None = None
         while self._open:
             _, backend = self._open.popitem()
-            backend.close()
+            try:
+                backend.close()
+            except Exception as exc:  # an engine that dies on shutdown: close the rest, then say so
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
 
 def model_folder(model: ResolvedModel, store: Store, log: Callable[[str], None] = print) -> Path:

@@ -87,13 +87,17 @@ def run_programs(programs: Iterable[tuple[Hashable, Program]], backend: Backend,
             usage[key] = Usage()
             advance(key, None)
 
+    def timed(requests: list[Request]) -> list[Response]:
+        """The model's answers to one batch, its size and wall time recorded."""
+        started = time.perf_counter()
+        responses = backend.answer(requests)
+        batches.record_batch(len(requests), time.perf_counter() - started)
+        return responses
+
     admit()
     while queue:
         batch = [queue.popleft() for _ in range(min(backend.batch_size, len(queue)))]
-        started = time.perf_counter()
-        responses, hits, computed = answer_through(cache, backend.answer, [request for _, _, request in batch])
-        if computed:
-            batches.record_batch(computed, time.perf_counter() - started)
+        responses, hits = answer_through(cache, timed, [request for _, _, request in batch])
         finished = []
         for (key, i, request), response, hit in zip(batch, responses, hits):
             usage[key].add(request, response, hit)

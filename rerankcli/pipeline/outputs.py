@@ -35,13 +35,12 @@ def export(stage: StageConfig, entry: Path, pipeline: Pipeline, inputs: list[str
         copy_file(entry / "run.trec", out / f"{stage.name}.trec")
         written.insert(0, out / f"{stage.name}.trec")
     else:
-        assert isinstance(stage, EvaluateStage), f"stage {stage.name} makes metrics but is no evaluate stage"
         results = json.loads((entry / "metrics.json").read_text(encoding="utf-8"))["runs"]
         for name, result in zip(inputs, results):
             metrics.setdefault(name, {}).update(result["means"])
-        comparison = stage.comparison(inputs, results)
+        comparison = stage.comparison(inputs, results) if isinstance(stage, EvaluateStage) else None
         show_metrics(stage, inputs, results, comparison, log)
-        if comparison is not None:
+        if isinstance(stage, EvaluateStage) and comparison is not None:
             written += stage.write_reports(comparison, out)
     write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     return written

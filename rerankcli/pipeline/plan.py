@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from rerankcli.core.errors import UserError
+from rerankcli.core.runs import Run, read_run
 from rerankcli.execution.llm_session import LLMSession
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.registry import backend_class, model_folder
@@ -36,11 +37,11 @@ from rerankcli.llm.requests import (
     Response,
     TokenLogprobs,
 )
-from rerankcli.retrieve.load import LoadStage
 from rerankcli.pipeline.runner import Runner
-from rerankcli.rerank.llm_method import LLMRerankStage
 from rerankcli.rerank.candidates import Candidate, Query, RerankStage
-from rerankcli.core.runs import Run, read_run
+from rerankcli.rerank.llm_method import LLMRerankStage
+from rerankcli.retrieve.load import LoadStage
+
 
 @dataclass
 class StagePlan:

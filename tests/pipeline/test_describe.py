@@ -103,8 +103,8 @@ def test_the_schema_rejects_a_wrongly_typed_field() -> None:
 
 
 def test_the_schema_takes_the_shorthands_the_loader_takes() -> None:
-    """``dataset: irds:<id>``, ``rm3: true``, and a backend mapping without ``type`` (hf's)."""
-    pipeline = with_stage(backend={"batch_size": 4})
+    """``dataset: irds:<id>``, ``rm3: true``, and a backend by name alone."""
+    pipeline = with_stage(backend="vllm")
     pipeline["dataset"] = "irds:beir/scifact/test"
     pipeline["stages"][0].update(backend="pyserini", rm3=True)
     assert list(validator().iter_errors(pipeline)) == []
@@ -112,6 +112,11 @@ def test_the_schema_takes_the_shorthands_the_loader_takes() -> None:
 
 def test_the_schema_rejects_a_backend_field_of_another_backend() -> None:
     assert not validator().is_valid(with_stage(backend={"type": "vllm", "device": "cpu"}))
+
+
+def test_the_schema_wants_a_backend_mapping_to_name_its_type() -> None:
+    """As the loader does: ``{batch_size: 4}`` could be any backend's."""
+    assert not validator().is_valid(with_stage(backend={"batch_size": 4}))
 
 
 def test_a_method_registered_at_run_time_is_described(monkeypatch) -> None:
