@@ -38,8 +38,8 @@ print(report)
 
 def write_runs(folder: Path) -> list[Path]:
     sys.path.insert(0, str(ROOT))
-    from rerankcli.retrieve.fusion import comb, rrf
     from rerankcli.core.runs import read_run, write_run
+    from rerankcli.retrieve.fusion import comb, rrf
 
     shipped = [DATA / "bm25.top100.trec", DATA / "splade-pp-ed.top100.trec"]
     inputs = [read_run(path) for path in shipped]

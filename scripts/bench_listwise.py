@@ -36,10 +36,11 @@ def main() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
     from dl19 import DATA, backend_config, close_backends, fresh_backend, load, rerank
+
     from rerankcli.core.models import resolve_model
-    from rerankcli.rerank.listwise import ListwiseStage
-    from rerankcli.rerank.candidates import merge
     from rerankcli.core.store import Store, default_cache_dir
+    from rerankcli.rerank.candidates import merge
+    from rerankcli.rerank.listwise import ListwiseStage
 
     dl19 = load(args.data or DATA, args.depth, args.queries)
     candidates, bm25, score = dl19.candidates, dl19.bm25, dl19.ndcg10

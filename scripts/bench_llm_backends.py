@@ -32,15 +32,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from rerankcli.core.formats import read_corpus, read_qrels, read_queries
+    from rerankcli.core.models import resolve_model
+    from rerankcli.core.runs import Run, read_run
+    from rerankcli.core.store import Store, default_cache_dir
     from rerankcli.evaluate.metrics import evaluate, parse_metric
     from rerankcli.llm.hf import HFConfig
     from rerankcli.llm.registry import OpenBackends
     from rerankcli.llm.requests import NextToken, Passage, Prompt
     from rerankcli.llm.scheduler import run_programs
     from rerankcli.llm.vllm import VLLMConfig
-    from rerankcli.core.models import resolve_model
-    from rerankcli.core.runs import Run, read_run
-    from rerankcli.core.store import Store, default_cache_dir
 
     corpus = read_corpus(args.data / "corpus.jsonl")
     text = {docid: corpus.contents(i) for i, docid in enumerate(corpus.ids)}

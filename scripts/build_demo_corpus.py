@@ -14,7 +14,6 @@ import json
 import re
 import sys
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 HEADING = re.compile(r"^([^\n]+)\n(?:=+|-+|\*+)\n", re.MULTILINE)

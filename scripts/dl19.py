@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rerankcli.core.formats import read_corpus, read_qrels, read_queries
+from rerankcli.core.runs import Run, read_run
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.rerank.candidates import Candidate, Query
-from rerankcli.core.runs import Run, read_run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "trec-dl19-passage"
 

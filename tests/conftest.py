@@ -105,8 +105,8 @@ def llm_store(tmp_path_factory: pytest.TempPathFactory):
 
 def _converted(spec: str, store) -> Path:
     pytest.importorskip("transformers")
-    from rerankcli.llm.gguf import hf_folder
     from rerankcli.core.models import resolve_model
+    from rerankcli.llm.gguf import hf_folder
 
     try:
         model = resolve_model(spec, ROOT)

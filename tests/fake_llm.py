@@ -15,6 +15,7 @@ import math
 import random
 from pathlib import Path
 
+from rerankcli.core.runs import Run
 from rerankcli.execution.llm_session import LLMSession
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import (
@@ -28,7 +29,6 @@ from rerankcli.llm.requests import (
     TokenLogprobs,
 )
 from rerankcli.rerank.candidates import Candidate, Query
-from rerankcli.core.runs import Run
 
 
 def rerank_with(stage, queries: list[Query], backend: Backend):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from rerankcli.cli import pipeline_commands, eval_commands, describe_commands  # noqa: F401, I001  (they register the commands, in this order)
+from rerankcli.cli import pipeline_commands, eval_commands, describe_commands  # noqa: F401  isort: skip (they register the commands, in this order)
 from rerankcli.cli.app import app
 from rerankcli.core.errors import UserError
 

@@ -11,8 +11,8 @@ import importlib.util
 from collections.abc import Callable
 from importlib import metadata
 
-from rerankcli.core.errors import UserError
 from rerankcli.core.checks import Check
+from rerankcli.core.errors import UserError
 
 
 def _version(distribution: str) -> str | None:

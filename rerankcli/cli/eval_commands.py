@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rerankcli.core.errors import UserError
 from rerankcli.cli.app import DEFAULT_METRICS, Correction, Format, Test, app
+from rerankcli.core.errors import UserError
 
 
 @app.command("eval")
@@ -45,8 +45,8 @@ def _evaluate_runs(named: dict[str, Path], qrels: Path, metrics: list, relevance
                    missing: str = "skip") -> dict:
     """Each named run file evaluated against ``qrels``; a run with no judged query stops."""
     from rerankcli.core.formats import read_qrels
-    from rerankcli.evaluate.metrics import evaluate
     from rerankcli.core.runs import read_run
+    from rerankcli.evaluate.metrics import evaluate
 
     judgements = read_qrels(qrels)
     evaluations = {}
@@ -131,9 +131,9 @@ def diff_command(
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
     """How two runs differ, without qrels: overlap@k, rank-biased overlap, Kendall's tau."""
+    from rerankcli.core.runs import read_run
     from rerankcli.evaluate.overlap import agreement
     from rerankcli.evaluate.report import render_diff
-    from rerankcli.core.runs import read_run
 
     if depth < 1:
         raise UserError(f"--depth {depth}: must be at least 1")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from rerankcli.core.errors import UserError
 from rerankcli.cli.app import Format, app
+from rerankcli.core.errors import UserError
+from rerankcli.core.library_output import library_output, terminal
 
 
 class Executor(str, Enum):
@@ -41,8 +44,8 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Run a pipeline: each stage's run is cached; unchanged stages are reused; a killed run resumes."""
-    from rerankcli.pipeline.config import load_pipeline
     from rerankcli.execution.shard import Shard
+    from rerankcli.pipeline.config import load_pipeline
 
     chosen_shard = Shard.parse(shard) if shard is not None else None
     config = load_pipeline(pipeline)
@@ -73,13 +76,40 @@ def merge_command(
     _run_pipeline(load_pipeline(pipeline), cache_dir, None, quiet, merge_only=True)
 
 
+def _say(message: str) -> None:
+    """A line of ours on stderr, also while libraries' output goes to the log file."""
+    print(message, file=terminal(), flush=True)
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+@contextmanager
+def _library_output(config, quiet: bool, command: str) -> Iterator[None]:
+    """Libraries' logs, warnings and bars: into <output>/rerank.log, or nowhere with --quiet.
+
+    A failure's one line names the log when libraries wrote to it (vLLM's "see root cause above").
+    """
+    with library_output(None if quiet else config.output / "rerank.log",
+                        f"rerank {command} {config.source}") as log:
+        try:
+            yield
+        except UserError as exc:
+            if log.written:
+                exc.args = (f"{exc} (libraries' output: {log.path})",)
+            raise
+
+
 def _run_pipeline(config, cache_dir: Optional[Path], force: Optional[list[str]], quiet: bool, **options) -> None:
     from rerankcli.pipeline.runner import Runner
 
     wanted = {"*" if name == "all" else name for name in force or []}
-    silent = (lambda message: None) if quiet else None
-    runner = Runner(config, cache_dir, wanted, log=silent, show_progress=not quiet, **options)
-    report = runner.run()
+    command = "merge" if options.get("merge_only") else "run"
+    with _library_output(config, quiet, command):
+        runner = Runner(config, cache_dir, wanted, log=_silent if quiet else _say, show_progress=not quiet,
+                        **options)
+        report = runner.run()
     fresh = sum(not s.cached for s in report.stages)
     print(f"{len(report.stages)} stages ({fresh} computed, {len(report.stages) - fresh} cached); "
           f"outputs in {config.output}", file=sys.stderr)
@@ -96,8 +126,8 @@ def plan_command(
     import json
 
     from rerankcli.pipeline.config import load_pipeline
-    from rerankcli.pipeline.runner import Runner
     from rerankcli.pipeline.plan import plan_pipeline, render_plan
+    from rerankcli.pipeline.runner import Runner
 
     if fmt not in (Format.table, Format.json):
         raise UserError(f"--format {fmt.value}: plan prints table or json")
@@ -146,8 +176,8 @@ def index_command(
     They are cached like stage outputs: 'rerank run' then reuses them, and so do other
     pipelines over the same corpus with the same index settings.
     """
-    from rerankcli.pipeline.config import load_pipeline
     from rerankcli.core.hashing import save_memo
+    from rerankcli.pipeline.config import load_pipeline
     from rerankcli.pipeline.runner import Runner
 
     config = load_pipeline(pipeline)
@@ -155,15 +185,15 @@ def index_command(
     for name in stage or []:
         if name not in names:
             raise UserError(f"--stage: no stage named {name!r} in {pipeline}")
-    runner = Runner(config, cache_dir, log=(lambda message: None) if quiet else None,
-                    show_progress=not quiet)
-    runner.plan()  # validates every stage (data, models, Java) before building anything
-    for chosen in config.stages:
-        if stage and chosen.name not in stage:
-            continue
-        line = chosen.prepare(runner.ctx)
-        if line is not None or stage:
-            print(f"{chosen.name}: {line or 'nothing to index'}")
+    with _library_output(config, quiet, "index"):
+        runner = Runner(config, cache_dir, log=_silent if quiet else _say, show_progress=not quiet)
+        runner.plan()  # validates every stage (data, models, Java) before building anything
+        for chosen in config.stages:
+            if stage and chosen.name not in stage:
+                continue
+            line = chosen.prepare(runner.ctx)
+            if line is not None or stage:
+                print(f"{chosen.name}: {line or 'nothing to index'}")
     save_memo()
 
 

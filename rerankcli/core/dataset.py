@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from rerankcli.core.formats import Corpus, Qrels, read_corpus, read_qrels, read_queries
 from rerankcli.core.errors import UserError, shown, where
+from rerankcli.core.formats import Corpus, Qrels, read_corpus, read_qrels, read_queries
 from rerankcli.core.hashing import file_digest
 from rerankcli.core.versions import versions
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 
-from rerankcli.core.formats import Corpus, Qrels
 from rerankcli.core.errors import UserError
+from rerankcli.core.formats import Corpus, Qrels
 
 
 @functools.cache

@@ -6,14 +6,15 @@ TTY the same progress is logged as a line at most every 30 seconds and at the en
 
 from __future__ import annotations
 
-import sys
 import time
+
+from rerankcli.core.library_output import terminal
 
 
 class Progress:
     def __init__(self, label: str, total: int, enabled: bool = True, stream=None) -> None:
         self.label, self.total, self.done = label, total, 0
-        self.stream = stream or sys.stderr
+        self.stream = stream or terminal()  # stderr, also while library output is redirected
         self.enabled = enabled and total > 0
         self.tty = self.stream.isatty()
         self.start = self.last = time.monotonic()

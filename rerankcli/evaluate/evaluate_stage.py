@@ -12,15 +12,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from rerankcli.core.formats import read_qrels
 from rerankcli.core.atomic import write_text
-from rerankcli.evaluate.compare import Comparison, compare
-from rerankcli.evaluate.metrics import Evaluation, evaluate, parse_metric
 from rerankcli.core.errors import UserError
+from rerankcli.core.formats import read_qrels
 from rerankcli.core.hashing import file_digest
 from rerankcli.core.runs import Run
-from rerankcli.core.stage import resolve_existing, Context, StageConfig, StageOutput
+from rerankcli.core.stage import Context, StageConfig, StageOutput, resolve_existing
 from rerankcli.core.versions import versions
+from rerankcli.evaluate.compare import Comparison, compare
+from rerankcli.evaluate.metrics import Evaluation, evaluate, parse_metric
 
 
 class EvaluateStage(StageConfig):

@@ -18,13 +18,21 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.core.errors import UserError
 from rerankcli.core.checks import Check
+from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.render import Renderer
 from rerankcli.llm.requests import (
-    Attention, AttentionMass, Continuation, ContinuationLogprobs, Generate, Generated, NextToken,
-    Request, Response, TokenLogprobs,
+    Attention,
+    AttentionMass,
+    Continuation,
+    ContinuationLogprobs,
+    Generate,
+    Generated,
+    NextToken,
+    Request,
+    Response,
+    TokenLogprobs,
 )
 
 DEFAULT_MAX_LENGTH = 8192  # when the model's context is longer: memory on a CPU is finite

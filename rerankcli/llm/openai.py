@@ -21,12 +21,18 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.core.errors import UserError
 from rerankcli.core.checks import Check
+from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.render import Renderer
 from rerankcli.llm.requests import (
-    Continuation, ContinuationLogprobs, Generate, Generated, NextToken, Request, Response,
+    Continuation,
+    ContinuationLogprobs,
+    Generate,
+    Generated,
+    NextToken,
+    Request,
+    Response,
     TokenLogprobs,
 )
 

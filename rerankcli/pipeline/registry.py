@@ -7,17 +7,17 @@ the package). Stage modules import their heavy libraries (bm25s, torch, ...) ins
 
 from __future__ import annotations
 
+from rerankcli.core.stage import StageConfig
 from rerankcli.evaluate.evaluate_stage import EvaluateStage
-from rerankcli.retrieve.bm25 import BM25Stage
-from rerankcli.retrieve.dense import DenseStage
-from rerankcli.retrieve.fusion import FuseStage
-from rerankcli.retrieve.load import LoadStage
 from rerankcli.rerank.cross_encoder import CrossEncoderStage
 from rerankcli.rerank.icr import IcrStage
 from rerankcli.rerank.listwise import ListwiseStage
 from rerankcli.rerank.pairwise import PairwiseStage
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
-from rerankcli.core.stage import StageConfig
+from rerankcli.retrieve.bm25 import BM25Stage
+from rerankcli.retrieve.dense import DenseStage
+from rerankcli.retrieve.fusion import FuseStage
+from rerankcli.retrieve.load import LoadStage
 
 #: type -> class, or type -> {method -> class} when the type has several methods
 STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {

@@ -15,10 +15,10 @@ from pydantic import Field
 from rerankcli.core.errors import UserError
 from rerankcli.core.models import local_model_path, resolve_model
 from rerankcli.core.progress import Progress
-from rerankcli.rerank.candidates import RerankStage, output
 from rerankcli.core.runs import Run
 from rerankcli.core.stage import Context, StageOutput
 from rerankcli.core.versions import versions
+from rerankcli.rerank.candidates import RerankStage, output
 
 LIBRARIES = ("sentence-transformers", "transformers", "torch")
 

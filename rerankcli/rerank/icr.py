@@ -25,9 +25,9 @@ from pydantic import Field
 from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import Attention, AttentionMass
 from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked
 from rerankcli.rerank.templates import Template, load_template
-from rerankcli.rerank.candidates import Query
 
 
 def passage_score(query: Sequence[float], calibration: Sequence[float] | None, outlier_std: float | None) -> float:

@@ -28,10 +28,10 @@ from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, NextToken
 from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked
 from rerankcli.rerank.permutation import REPAIRS, parse_permutation
 from rerankcli.rerank.templates import Template, load_template
-from rerankcli.rerank.candidates import Query
 
 LETTERS = list(string.ascii_uppercase)
 

@@ -22,6 +22,9 @@ from pydantic import Field
 
 from rerankcli.core.errors import UserError
 from rerankcli.core.models import ResolvedModel, resolve_model
+from rerankcli.core.runs import Run
+from rerankcli.core.stage import Context, StageOutput
+from rerankcli.core.versions import versions
 from rerankcli.llm.accounting import Accounting, Usage
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.hf import HFConfig
@@ -29,9 +32,6 @@ from rerankcli.llm.registry import BackendField, backend_class, require
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query, RerankStage
 from rerankcli.rerank.templates import Template, load_template
-from rerankcli.core.runs import Run
-from rerankcli.core.stage import Context, StageOutput
-from rerankcli.core.versions import versions
 
 #: who computed a query: lets a reader of a journal see which process did what
 WRITER = f"{socket.gethostname()}:{os.getpid()}"

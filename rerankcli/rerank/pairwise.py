@@ -32,9 +32,9 @@ from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, Generated, NextToken, Request, Response, TokenLogprobs
 from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities
 from rerankcli.rerank.templates import Template
-from rerankcli.rerank.candidates import Query
 
 #: the answer forms read in logits mode (not "a", which is an article)
 FORMS = {"A": ("A", " A"), "B": ("B", " B")}

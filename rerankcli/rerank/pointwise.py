@@ -22,9 +22,9 @@ from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Continuation, NextToken
 from rerankcli.llm.scheduler import Program
+from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities
 from rerankcli.rerank.templates import Template
-from rerankcli.rerank.candidates import Query
 
 
 def surface_forms(word: str) -> list[str]:

@@ -20,14 +20,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from rerankcli.core.formats import Corpus
 from rerankcli.core.errors import UserError
+from rerankcli.core.formats import Corpus
 from rerankcli.core.hashing import text_digest, tree_digest
 from rerankcli.core.progress import Progress
-from rerankcli.retrieve.analyzer import Analyzer, AnalyzerConfig
 from rerankcli.core.runs import Run
 from rerankcli.core.stage import Context, StageConfig, StageOutput
 from rerankcli.core.versions import versions
+from rerankcli.retrieve.analyzer import Analyzer, AnalyzerConfig
 
 BACKEND_VERSIONS = {"bm25s": ("bm25s", "PyStemmer", "numpy", "scipy"),
                     "rank_bm25": ("rank-bm25", "PyStemmer", "numpy"),

@@ -12,7 +12,7 @@ from rerankcli.core.dataset import first_line_of
 from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.hashing import file_digest
 from rerankcli.core.runs import Run, read_run
-from rerankcli.core.stage import resolve_existing, Context, StageConfig, StageOutput
+from rerankcli.core.stage import Context, StageConfig, StageOutput, resolve_existing
 
 
 class LoadStage(StageConfig):

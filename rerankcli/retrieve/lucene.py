@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerankcli.core.formats import Corpus
 from rerankcli.core.errors import UserError
+from rerankcli.core.formats import Corpus
 from rerankcli.core.progress import Progress
-from rerankcli.retrieve.java import start_jvm
 from rerankcli.core.runs import Run
+from rerankcli.retrieve.java import start_jvm
 
 INSTALL_HINT = "pip install 'rerankcli[lucene]'"
 #: what an index built here contains; part of its cache key

@@ -11,9 +11,9 @@ import pytrec_eval
 from PIL import Image
 from scipy import stats
 
-from tests.conftest import assert_user_error, shared
-from rerankcli.retrieve.fusion import rrf
 from rerankcli.core.runs import Run, read_run, write_run
+from rerankcli.retrieve.fusion import rrf
+from tests.conftest import assert_user_error, shared
 
 # rerank's metric name -> pytrec_eval's measure (DL19: graded nDCG, binary measures at level 2)
 MEASURES = {"ndcg@10": "ndcg_cut_10", "map": "map", "recall@100": "recall_100", "mrr@10": "recip_rank"}

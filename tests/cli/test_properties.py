@@ -9,9 +9,9 @@ from tempfile import TemporaryDirectory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rerankcli.core.runs import Run, read_run, write_run
 from rerankcli.rerank.permutation import parse_permutation
 from rerankcli.retrieve.fusion import comb, rrf
-from rerankcli.core.runs import Run, read_run, write_run
 
 # Ids are what a TREC line can carry: no white space (str.split's idea of it), valid UTF-8.
 ID_CHARS = st.characters(blacklist_categories=("Cs",)).filter(lambda c: not c.isspace())

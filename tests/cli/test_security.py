@@ -41,7 +41,7 @@ def test_every_trust_remote_code_switch_defaults_to_off() -> None:
     from rerankcli.pipeline.registry import STAGES
 
     classes = [c for entry in STAGES.values() for c in (entry.values() if isinstance(entry, dict) else [entry])]
-    classes += [config for config, _ in BACKENDS.values()]
+    classes += [backend.config_class for backend in BACKENDS.values()]
     switches = [c for c in classes if "trust_remote_code" in c.model_fields]
     assert len(switches) >= 4  # dense, cross-encoder, hf, vllm
     assert all(c.model_fields["trust_remote_code"].default is False for c in switches)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rerankcli.core.formats import read_corpus, read_qrels, read_queries
 from rerankcli.core.errors import UserError
+from rerankcli.core.formats import read_corpus, read_qrels, read_queries
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from tests.conftest import shared
-from rerankcli.core.formats import read_qrels
 from rerankcli.core.errors import UserError
-from rerankcli.evaluate.metrics import Metric, evaluate, parse_metric
+from rerankcli.core.formats import read_qrels
 from rerankcli.core.runs import Run, read_run
+from rerankcli.evaluate.metrics import Metric, evaluate, parse_metric
+from tests.conftest import shared
 
 # our name -> trec_eval measure (recip_rank has no cutoff in trec_eval: compared on a top-k run)
 TREC_EVAL = {

@@ -5,11 +5,11 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from tests.conftest import shared
 from rerankcli.core.formats import read_qrels
+from rerankcli.core.runs import read_run
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.evaluate.significance import adjust, paired_t_test, randomisation_test
-from rerankcli.core.runs import read_run
+from tests.conftest import shared
 
 
 def dl19_ndcg(name: str) -> np.ndarray:

@@ -131,8 +131,8 @@ def test_a_killed_stage_resumes_to_the_identical_run(kill_point, uninterrupted, 
 
 
 def test_a_torn_last_line_is_dropped_and_the_query_computed_again(tmp_path) -> None:
-    from rerankcli.llm.accounting import Usage
     from rerankcli.execution.journal import Journal, QueryResult, header
+    from rerankcli.llm.accounting import Usage
 
     path = tmp_path / "journal.jsonl"
     journal = Journal(path, header("s", "k"))
@@ -148,8 +148,8 @@ def test_a_torn_last_line_is_dropped_and_the_query_computed_again(tmp_path) -> N
 
 
 def test_a_journal_of_another_stage_key_is_not_used(tmp_path) -> None:
-    from rerankcli.llm.accounting import Usage
     from rerankcli.execution.journal import Journal, QueryResult, header
+    from rerankcli.llm.accounting import Usage
 
     path = tmp_path / "journal.jsonl"
     Journal(path, header("s", "old-key")).add("q1", QueryResult({"d": 1.0}, {}, Usage()))

@@ -131,9 +131,7 @@ def register(patch: pytest.MonkeyPatch) -> None:
     from rerankcli.pipeline.registry import STAGES
 
     patch.setitem(STAGES, "rerank", dict(STAGES["rerank"]))
-    for name in list(BACKENDS):
-        patch.setitem(BACKENDS, name, BACKENDS[name])
-    patch.delitem(BACKENDS, "overlap", raising=False)
+    patch.setitem(BACKENDS, OverlapBackend.name, OverlapBackend)  # remembered as absent: removed on undo
     register_method("rerank", "knockout", KnockoutStage)
     register_backend(OverlapBackend)
 

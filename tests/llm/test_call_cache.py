@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from rerankcli.core.runs import read_run
 from rerankcli.execution.llm_session import LLMSession
 from rerankcli.llm.call_cache import CallCache, answer_through, decode, encode, request_key
 from rerankcli.llm.requests import (
@@ -23,7 +24,6 @@ from rerankcli.llm.requests import (
     TokenLogprobs,
 )
 from rerankcli.rerank.pairwise import PairwiseStage
-from rerankcli.core.runs import read_run
 from tests.conftest import QIDS
 from tests.fake_llm import QrelsBackend, queries_of
 

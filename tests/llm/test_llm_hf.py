@@ -17,7 +17,13 @@ transformers = pytest.importorskip("transformers")
 from rerankcli.core.errors import UserError  # noqa: E402
 from rerankcli.llm.hf import HFBackend, HFConfig  # noqa: E402
 from rerankcli.llm.requests import (  # noqa: E402
-    Attention, Continuation, Generate, NextToken, Passage, Probe, Prompt,
+    Attention,
+    Continuation,
+    Generate,
+    NextToken,
+    Passage,
+    Probe,
+    Prompt,
 )
 
 PASSAGES = [

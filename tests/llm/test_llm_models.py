@@ -12,13 +12,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from rerankcli.core.errors import UserError
 from rerankcli.core.hashing import file_digest
+from rerankcli.core.models import resolve_model
+from rerankcli.core.store import Store
 from rerankcli.llm.gguf import _single_file, hf_folder
 from rerankcli.llm.hf import HFConfig
 from rerankcli.llm.openai import OpenAIConfig
 from rerankcli.llm.registry import BackendField
 from rerankcli.llm.vllm import VLLMConfig, _memory_hint
-from rerankcli.core.models import resolve_model
-from rerankcli.core.store import Store
 
 backend = TypeAdapter(BackendField)
 

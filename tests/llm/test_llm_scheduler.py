@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 
+from rerankcli.llm.accounting import Accounting
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import NextToken, Prompt, TokenLogprobs
-from rerankcli.llm.accounting import Accounting
 from rerankcli.llm.scheduler import run_programs
 
 

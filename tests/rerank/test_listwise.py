@@ -7,16 +7,15 @@ Batching windows across queries must give exactly what running one query at a ti
 
 from __future__ import annotations
 
-
 import pytest
 from pydantic import ValidationError
 
 from rerankcli.core.errors import UserError
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.llm.requests import Generated
-from rerankcli.rerank.listwise import ListwiseStage
 from rerankcli.rerank.candidates import merge
-from tests.fake_llm import rerank_with, QrelsBackend, ideal, queries_of, shuffled
+from rerankcli.rerank.listwise import ListwiseStage
+from tests.fake_llm import QrelsBackend, ideal, queries_of, rerank_with, shuffled
 
 NDCG = parse_metric("ndcg@10")
 

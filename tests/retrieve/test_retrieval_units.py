@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from rerankcli.core.runs import Run
 from rerankcli.retrieve.analyzer import Analyzer, AnalyzerConfig
 from rerankcli.retrieve.dense import exact_search
 from rerankcli.retrieve.fusion import comb, rrf
-from rerankcli.core.runs import Run
 
 
 @pytest.mark.parametrize(("text", "terms"), [

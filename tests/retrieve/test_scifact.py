@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from tests.conftest import bundled_pipeline, shared
 from rerankcli.core.formats import read_qrels
 from rerankcli.core.runs import read_run
+from tests.conftest import bundled_pipeline, shared
 from tests.pipeline.test_pipeline import states
 
 pytestmark = pytest.mark.slow
