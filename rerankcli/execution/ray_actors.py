@@ -81,8 +81,7 @@ def score_on_ray(config: ExecutorConfig, stage: LLMRerankStage, queries: list[Qu
         for results, sizes, wall in _unwrap(ray, pool.map_unordered(lambda w, chunk: w.score.remote(chunk), chunks)):
             for qid, result in results:
                 on_result(qid, result)
-            for one in sizes:
-                batches.record_batch(one, 0.0)
+            batches.batch_sizes.extend(sizes)  # each actor's batches and model time, added up
             batches.wall_s += wall
     finally:
         try:
