@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from importlib import metadata
 
 from rerankcli.core.checks import Check
 from rerankcli.core.errors import UserError
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+from rerankcli.core.versions import versions
 
 
 def _importable(backend: str, module: str, distribution: str, extra: str) -> Check:
-    version = _version(distribution)
-    if importlib.util.find_spec(module) is None or version is None:
+    version = versions(distribution)[distribution]
+    if importlib.util.find_spec(module) is None or version == "absent":
         hint = f" (pip install 'rerankcli[{extra}]')" if extra else ""
         return Check(backend, False, f"{distribution} is not installed{hint}")
     return Check(backend, True, f"{distribution} {version}")

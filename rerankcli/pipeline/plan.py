@@ -77,14 +77,12 @@ class PlanBackend(Backend):
         return [self._neutral(r) for r in requests]
 
     def _neutral(self, request: Request) -> Response:
-        if isinstance(request, NextToken):
+        if not isinstance(request, Attention):
             x = self.renderer.encode_request(request)
-            return TokenLogprobs(x.prompt_tokens, x.truncated, {c: 0.0 for c in request.candidates})
-        if isinstance(request, Continuation):
-            x = self.renderer.encode_request(request)
-            return ContinuationLogprobs(x.prompt_tokens, x.truncated, tuple(0.0 for _ in x.targets))
-        if isinstance(request, Generate):
-            x = self.renderer.encode_request(request)
+            if isinstance(request, NextToken):
+                return TokenLogprobs(x.prompt_tokens, x.truncated, {c: 0.0 for c in request.candidates})
+            if isinstance(request, Continuation):
+                return ContinuationLogprobs(x.prompt_tokens, x.truncated, tuple(0.0 for _ in x.targets))
             return Generated(x.prompt_tokens, x.truncated, "", 0)
         probes = self.renderer.render_probes(request.prompt, request.probes, reserve=0)
         tokens = len(probes.prefix.ids) + max(len(s) for s in probes.suffixes)
