@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from rerankcli.cli.app import app
+from rerankcli.cli.app import app, path_value
 
 if TYPE_CHECKING:
     from rerankcli.pipeline.describe import Description, Entry
@@ -50,7 +50,8 @@ def methods_command(
 @app.command("schema")
 def schema_command(
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Write the schema to this file (atomically) instead of stdout.")] = None,
+        "--output", "-o", help="Write the schema to this file (atomically) instead of stdout.",
+        parser=path_value)] = None,
 ) -> None:
     """Print the JSON Schema of a pipeline file, for editors (yaml-language-server) and CI checks."""
     from rerankcli.core.atomic import write_text

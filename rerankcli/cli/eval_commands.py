@@ -8,14 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from rerankcli.cli.app import DEFAULT_METRICS, Correction, Format, Test, app
+from rerankcli.cli.app import DEFAULT_METRICS, Correction, Format, Test, app, path_value, run_value
 from rerankcli.core.errors import UserError
 
 
 @app.command("eval")
 def eval_command(
-    runs: Annotated[list[Path], typer.Argument(help="TREC run files.")],
-    qrels: Annotated[Path, typer.Option("--qrels", help="Qrels (TREC or BEIR TSV).")],
+    runs: Annotated[list[Path], typer.Argument(help="TREC run files.", parser=path_value)],
+    qrels: Annotated[Path, typer.Option("--qrels", help="Qrels (TREC or BEIR TSV).", parser=path_value)],
     metric: Annotated[Optional[list[str]], typer.Option(
         "--metric", "-m", help="Metric (repeatable): ndcg@10, mrr@10, recall@100, map, p@10, ...")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
@@ -61,12 +61,13 @@ def _evaluate_runs(named: dict[str, Path], qrels: Path, metrics: list, relevance
 @app.command("compare")
 def compare_command(
     runs: Annotated[list[str], typer.Argument(
-        help="Run files, named by file stem, or NAME=PATH.", metavar="RUN...")],
-    qrels: Annotated[Path, typer.Option("--qrels", help="Qrels (TREC or BEIR TSV).")],
+        help="Run files, named by file stem, or NAME=PATH.", metavar="RUN...", parser=run_value)],
+    qrels: Annotated[Path, typer.Option("--qrels", help="Qrels (TREC or BEIR TSV).", parser=path_value)],
     metric: Annotated[Optional[list[str]], typer.Option(
         "--metric", "-m", help="Metric (repeatable); default ndcg@10, mrr@10, recall@100, map.")] = None,
     baseline: Annotated[Optional[str], typer.Option(
-        help="The run the others are tested against: a name, or a file (default: the first run).")] = None,
+        help="The run the others are tested against: a name, or a file (default: the first run).",
+        parser=run_value)] = None,
     test: Annotated[Test, typer.Option(
         "--test", help="student: paired t-test; fisher (= permutation): randomisation test.")] = Test.student,
     correction: Annotated[Correction, typer.Option(
@@ -79,7 +80,8 @@ def compare_command(
     per_query: Annotated[bool, typer.Option(
         "--per-query", help="Print each query's value per metric and run instead of the summary.")] = False,
     plot: Annotated[Optional[Path], typer.Option(
-        help="Also draw the sorted per-query differences against the baseline to this PNG.")] = None,
+        help="Also draw the sorted per-query differences against the baseline to this PNG.",
+        parser=path_value)] = None,
     relevance_level: Annotated[int, typer.Option(
         "--relevance-level", "-l", help="Judgement >= this is relevant (binary metrics), as trec_eval -l.")] = 1,
 ) -> None:
@@ -123,8 +125,8 @@ def compare_command(
 
 @app.command("diff")
 def diff_command(
-    run_a: Annotated[Path, typer.Argument(help="First run file.")],
-    run_b: Annotated[Path, typer.Argument(help="Second run file.")],
+    run_a: Annotated[Path, typer.Argument(help="First run file.", parser=path_value)],
+    run_b: Annotated[Path, typer.Argument(help="Second run file.", parser=path_value)],
     depth: Annotated[int, typer.Option(help="Overlap and RBO on the top DEPTH of each query.")] = 10,
     rbo_p: Annotated[float, typer.Option("--rbo-p", help="RBO persistence (weight of depth).")] = 0.9,
     top: Annotated[int, typer.Option(help="Show the TOP queries that changed most (lowest RBO).")] = 10,

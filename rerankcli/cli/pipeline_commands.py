@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from rerankcli.cli.app import Format, app
-from rerankcli.core.errors import UserError
+from rerankcli.cli.app import Format, app, path_value
+from rerankcli.core.errors import CheckFailed, ResourceError, UserError
 from rerankcli.core.library_output import library_output, terminal
 
 
@@ -23,13 +24,13 @@ class Executor(str, Enum):
 
 @app.command("run")
 def run_command(
-    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.", parser=path_value)],
     force: Annotated[Optional[list[str]], typer.Option(
         "--force", help="Recompute STAGE (repeatable); '--force all' recomputes every stage.",
         metavar="STAGE")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
-        "--cache-dir", help="Cache folder (default: pipeline 'cache:', $RERANK_CACHE_DIR, "
-                            "~/.cache/rerankcli).")] = None,
+        "--cache-dir", parser=path_value, help="Cache folder (default: pipeline 'cache:', $RERANK_CACHE_DIR, "
+                                                   "~/.cache/rerankcli).")] = None,
     shard: Annotated[Optional[str], typer.Option(
         "--shard", metavar="I/N", help="Rerank only shard I of N of the queries (0-based); "
                                        "join the shards with `rerank merge`.")] = None,
@@ -62,8 +63,8 @@ def run_command(
 
 @app.command("merge")
 def merge_command(
-    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file whose shards to join.")],
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file whose shards to join.", parser=path_value)],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.", parser=path_value)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Join the shard results of `rerank run --shard i/N` into the full runs, then finish the pipeline.
@@ -95,10 +96,23 @@ def _library_output(config, quiet: bool, command: str) -> Iterator[None]:
                         f"rerank {command} {config.source}") as log:
         try:
             yield
-        except UserError as exc:
+        except (UserError, ResourceError) as exc:
+            message, cause = str(exc), None
+            if "root cause above" in message:  # vLLM's engine process logged the cause: name it here
+                cause = log.root_cause()
+                message = re.split(r"\.? See root cause above", message)[0]
+                message += f"; root cause: {shown_cause(cause)}" if cause else ""
             if log.written:
-                exc.args = (f"{exc} (libraries' output: {log.path})",)
+                message += f" (libraries' output: {log.path})"
+            if cause is not None and "memory" in cause.lower():  # the machine's limit, not the input
+                raise ResourceError(message) from None
+            exc.args = (message,)
             raise
+
+
+def shown_cause(line: str, limit: int = 240) -> str:
+    """A library's exception line, cut so the one error line stays readable."""
+    return line if len(line) <= limit else line[:limit].rstrip() + "..."
 
 
 def _run_pipeline(config, cache_dir: Optional[Path], force: Optional[list[str]], quiet: bool, **options) -> None:
@@ -117,8 +131,8 @@ def _run_pipeline(config, cache_dir: Optional[Path], force: Optional[list[str]],
 
 @app.command("plan")
 def plan_command(
-    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.")] = None,
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.", parser=path_value)],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.", parser=path_value)] = None,
     executor: Annotated[Optional[Executor], typer.Option("--executor", help="Plan for this executor.")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
 ) -> None:
@@ -143,8 +157,8 @@ def plan_command(
 
 @app.command("validate")
 def validate_command(
-    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.", parser=path_value)],
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", parser=path_value)] = None,
 ) -> None:
     """Check a pipeline without running it: fields, inputs, models, and the data files of the
     stages that would run; show what is cached."""
@@ -165,10 +179,10 @@ def validate_command(
 
 @app.command("index")
 def index_command(
-    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.")],
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.", parser=path_value)],
     stage: Annotated[Optional[list[str]], typer.Option(
         "--stage", help="Only this retrieve stage (repeatable); default: all of them.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", parser=path_value)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Build the indexes a pipeline's retrieve stages search (Lucene, bm25s, embeddings), once.
@@ -218,4 +232,4 @@ def doctor_command(
         if not result.ok and name in (require or []):
             failed.append(name)
     if failed:
-        raise typer.Exit(1)
+        raise CheckFailed(f"--require: {', '.join(failed)} {'is' if len(failed) == 1 else 'are'} unusable here")

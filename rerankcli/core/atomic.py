@@ -1,7 +1,10 @@
-"""Atomic publication of files and folders: a reader sees all of a file or none of it.
+"""The one write layer: atomic files, durable appends, atomic publication of folders.
 
 Every output goes to a temporary name in the destination's folder (same filesystem) and is
-renamed into place, so a crash or SIGKILL never leaves a file that looks complete.
+renamed into place, so a crash or SIGKILL never leaves a file that looks complete; a failed
+write (disk full, permission, I/O error, an interrupt) removes its temporary file before the
+error goes on. Because every writer comes through here, ``rerankcli.core.faults`` can inject
+those faults at each write point, and tests prove that nothing half-written survives them.
 """
 
 from __future__ import annotations
@@ -9,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from rerankcli.core import faults
+from rerankcli.core.errors import UserError
 
 
 def _umask() -> int:
@@ -33,6 +40,7 @@ _UMASK = _umask()
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -40,12 +48,28 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()
+            faults.point(f"write:{path}", path)  # the data is partly on disk when a fault strikes
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _name(exc, path)
         raise
+
+
+def refuse_special(path: Path) -> None:
+    """Refuse to replace anything but a regular file: renaming over /dev/null, a FIFO or a
+    folder would destroy it (as root, even a device node)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # ENOTDIR, ELOOP, EACCES: the write itself reports them with the path
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise UserError(f"{path}: is {kind}; rerank writes its outputs by replacing regular files")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -60,18 +84,50 @@ def copy_file(source: str | Path, target: str | Path) -> None:
         shutil.copyfileobj(src, dst, 1 << 20)
 
 
+def append_line(path: Path, line: bytes, create: bool = False) -> None:
+    """Append one whole line to ``path`` durably (flushed and fsync'd), or ``create`` it with it.
+
+    Used by journals, whose readers drop a torn last line: an injected fault writes half the
+    line first, as a disk filling up mid-write would.
+    """
+    try:
+        with open(path, "wb" if create else "ab") as handle:
+            if faults.armed():
+                handle.write(line[: len(line) // 2])
+                handle.flush()
+                faults.point(f"journal:{path}", path)
+                handle.write(line[len(line) // 2:])
+            else:
+                handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        _name(exc, path)
+        raise
+
+
+def _name(exc: BaseException, path: Path) -> None:
+    """A failed write() or fsync() names no file; the one error line must name the one written."""
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
+
+
 def publish_dir(staging: Path, final: Path) -> bool:
     """Move a fully written ``staging`` folder to ``final``; False if another writer won the race.
 
     Two processes computing the same cache entry produce the same content, so the loser
     simply drops its copy: the published folder is never replaced while someone reads it.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        faults.point(f"publish:{final}", final)
         os.rename(staging, final)
         return True
     except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
         if final.exists():
-            shutil.rmtree(staging, ignore_errors=True)
             return False
+        raise
+    except BaseException:  # an interrupt: the unpublished entry goes, the next run recomputes it
+        shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ the stage keys, so editing the topics or qrels invalidates exactly what depends 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.formats import Corpus, Qrels, read_corpus, read_qrels, read_queries
 from rerankcli.core.hashing import file_digest
+from rerankcli.core.user_files import check_regular, numbered_lines
 from rerankcli.core.versions import versions
 
 
@@ -49,19 +51,23 @@ class DatasetConfig(BaseModel):
     def resolved(self, base_dir: Path) -> DatasetConfig:
         """Paths made absolute relative to the pipeline file's folder."""
         def fix(path: Path | None) -> Path | None:
-            return None if path is None else (base_dir / path).resolve()
+            if path is None:
+                return None
+            try:
+                return (base_dir / path).resolve()
+            except RuntimeError:  # a symbolic link loop: kept as written, refused when it is checked
+                return Path(os.path.abspath(base_dir / path))
         return self.model_copy(
             update={"corpus": fix(self.corpus), "queries": fix(self.queries), "qrels": fix(self.qrels)}
         )
 
 
-def first_line_of(path: Path, qids: set[str]) -> tuple[int | None, str]:
+def first_line_of(path: Path, qids: set[str], what: str = "data") -> tuple[int | None, str]:
     """Line number and query id of the first line of ``path`` whose first field is in ``qids``."""
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if fields and fields[0] in qids:
-                return number, fields[0]
+    for number, line in numbered_lines(path, what):
+        fields = line.split()
+        if fields and fields[0] in qids:
+            return number, fields[0]
     return None, sorted(qids)[0]
 
 
@@ -90,8 +96,10 @@ class Dataset:
             irds_dataset(self.config.irds)  # an unknown id stops the job before any stage runs
             base = f"irds:{self.config.irds}@ir_datasets-{versions('ir_datasets')['ir_datasets']}"
             return f"{base}#{part}#{self.config.query_set}"
+        check_regular(self.path(part), part)  # hashing a FIFO would wait for a writer
         digest = file_digest(self.path(part))
         if part == "queries" and self.config.query_set == "judged" and self.config.qrels:
+            check_regular(self.config.qrels, "qrels")
             return f"{digest}#judged-by:{file_digest(self.config.qrels)}"
         return digest
 
@@ -133,7 +141,7 @@ class Dataset:
             if self.config.irds:
                 raise UserError(f"{self.label}: {count} absent from the queries")
             path = self.path("qrels")
-            number, qid = first_line_of(path, absent)
+            number, qid = first_line_of(path, absent, "qrels")
             raise UserError(f"{where(path, number)}: query {shown(qid)} is not in the queries file "
                             f"{self.path('queries')} ({count} absent)")
         return {qid: queries[qid] for qid in queries if qid in qrels}

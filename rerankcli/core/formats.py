@@ -5,19 +5,19 @@ Formats, chosen by file name:
   (``id<TAB>text`` or ``id<TAB>title<TAB>text``);
 - queries: BEIR JSONL (``_id``, ``text``) or TSV (``id<TAB>text``);
 - qrels: TREC (``qid iter docid rel``) or BEIR TSV (``query-id corpus-id score``, header optional).
-Every error names the file and line, because these files are large and hand-edited.
+Every error names the file and line, because these files are large and hand-edited. Files are
+read line by line (``core.user_files``): memory holds what was parsed, never the raw file.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from rerankcli.core.errors import UserError, shown, where
-from rerankcli.core.runs import read_text
+from rerankcli.core.user_files import numbered_lines
 
 Qrels = dict[str, dict[str, int]]
 
@@ -39,23 +39,12 @@ class Corpus:
 
 
 def _lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
-    """Numbered non-blank lines of a text file (gzip when the name ends in .gz)."""
-    if path.suffix == ".gz":
-        try:
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        except FileNotFoundError:
-            raise UserError(f"{path}: {what} file not found") from None
-        except (OSError, EOFError) as exc:
-            raise UserError(f"{path}: not a readable gzip file ({exc})") from None
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise UserError(f"{where(path, line)}: not valid UTF-8 text") from None
-    else:
-        text = read_text(path, what)
-    for number, line in enumerate(text.splitlines(), start=1):
+    """Numbered non-blank lines of a text file (gzip when the name ends in .gz), streamed.
+
+    Only regular files are read, and a line has a length cap (``core.user_files``): a FIFO,
+    ``/dev/zero`` or a file without line breaks ends with one line, in bounded memory.
+    """
+    for number, line in numbered_lines(path, what):
         if line.strip():
             yield number, line
 
@@ -106,49 +95,53 @@ def read_corpus(path: str | Path) -> Corpus:
     ids: list[str] = []
     titles: list[str] = []
     texts: list[str] = []
-    first_line: dict[str, int] = {}
-
-    def keep(docid: str, title: str, text: str, number: int) -> None:
-        if first_line.setdefault(docid, number) != number:
+    seen: set[str] = set()
+    for number, docid, title, text in _corpus_records(path):
+        if docid in seen:
+            first = next((n for n, d, _, _ in _corpus_records(path) if d == docid), "?")
             raise UserError(
-                f"{where(path, number)}: duplicate document id {shown(docid)}, "
-                f"first on line {first_line[docid]}"
-            )
+                f"{where(path, number)}: duplicate document id {shown(docid)}, first on line {first}")
+        seen.add(docid)
         ids.append(docid)
         titles.append(title)
         texts.append(text)
-
-    if _is_jsonl(path):
-        for number, record in _json_records(path, "corpus"):
-            docid = _record_id(record, path, number)
-            title = _text_field(record, "title", path, number, required=False)
-            keep(docid, title, _text_field(record, "text", path, number, required=True), number)
-    else:
-        for number, line in _lines(path, "corpus"):
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) == 2:
-                keep(_check_id(fields[0], path, number), "", fields[1], number)
-            elif len(fields) == 3:
-                keep(_check_id(fields[0], path, number), fields[1], fields[2], number)
-            else:
-                raise UserError(
-                    f"{where(path, number)}: a corpus TSV line needs id<TAB>text or "
-                    f"id<TAB>title<TAB>text, found {len(fields)} columns"
-                )
     if not ids:
         raise UserError(f"{path}: the corpus file has no documents")
     return Corpus(ids, titles, texts)
 
 
+def _corpus_records(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """(line, id, title, text) of each document.
+
+    Readers keep a set of ids, not a map to lines: a duplicate is rare and costs a second
+    pass to find its first line, while a map would cost memory on every large corpus.
+    """
+    if _is_jsonl(path):
+        for number, record in _json_records(path, "corpus"):
+            docid = _record_id(record, path, number)
+            title = _text_field(record, "title", path, number, required=False)
+            yield number, docid, title, _text_field(record, "text", path, number, required=True)
+        return
+    for number, line in _lines(path, "corpus"):
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) == 2:
+            yield number, _check_id(fields[0], path, number), "", fields[1]
+        elif len(fields) == 3:
+            yield number, _check_id(fields[0], path, number), fields[1], fields[2]
+        else:
+            raise UserError(
+                f"{where(path, number)}: a corpus TSV line needs id<TAB>text or "
+                f"id<TAB>title<TAB>text, found {len(fields)} columns"
+            )
+
+
 def read_queries(path: str | Path) -> dict[str, str]:
     path = Path(path)
     queries: dict[str, str] = {}
-    first_line: dict[str, int] = {}
     for number, qid, text in _query_records(path):
-        if first_line.setdefault(qid, number) != number:
-            raise UserError(
-                f"{where(path, number)}: duplicate query id {shown(qid)}, first on line {first_line[qid]}"
-            )
+        if qid in queries:
+            first = next((n for n, q, _ in _query_records(path) if q == qid), "?")
+            raise UserError(f"{where(path, number)}: duplicate query id {shown(qid)}, first on line {first}")
         if not text.strip():
             raise UserError(f"{where(path, number)}: query {shown(qid)} has empty text")
         queries[qid] = text
@@ -177,7 +170,22 @@ def read_qrels(path: str | Path) -> Qrels:
     """Read TREC qrels (4 columns) or BEIR qrels (3 columns, optional header)."""
     path = Path(path)
     qrels: Qrels = {}
-    first_line: dict[tuple[str, str], int] = {}
+    for number, qid, docid, rel in _qrels_records(path):
+        judged = qrels.setdefault(qid, {})
+        if docid in judged:
+            first = next((n for n, q, d, _ in _qrels_records(path) if (q, d) == (qid, docid)), "?")
+            raise UserError(
+                f"{where(path, number)}: duplicate judgement of document {docid} for query "
+                f"{qid}, first on line {first}"
+            )
+        judged[docid] = rel
+    if not qrels:
+        raise UserError(f"{path}: the qrels file has no judgements")
+    return qrels
+
+
+def _qrels_records(path: Path) -> Iterator[tuple[int, str, str, int]]:
+    """(line, query, document, relevance) of each judgement."""
     columns: int | None = None
     for number, line in _lines(path, "qrels"):
         fields = line.split()
@@ -199,15 +207,7 @@ def read_qrels(path: str | Path) -> Qrels:
             fields[0], fields[2], fields[3])
         if not _is_int(rel):
             raise UserError(f"{where(path, number)}: relevance {shown(rel)} is not an integer")
-        if first_line.setdefault((qid, docid), number) != number:
-            raise UserError(
-                f"{where(path, number)}: duplicate judgement of document {docid} for query "
-                f"{qid}, first on line {first_line[(qid, docid)]}"
-            )
-        qrels.setdefault(qid, {})[docid] = int(rel)
-    if not qrels:
-        raise UserError(f"{path}: the qrels file has no judgements")
-    return qrels
+        yield number, qid, docid, int(rel)
 
 
 def _is_int(text: str) -> bool:

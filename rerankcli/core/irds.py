@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from rerankcli.core.errors import UserError
+from rerankcli.core.errors import UserError, is_resource_fault
 from rerankcli.core.formats import Corpus, Qrels
 
 
@@ -34,6 +34,8 @@ def _guard(dataset_id: str, part: str, read):
     except UserError:
         raise
     except Exception as exc:  # downloads fail in many ways (DNS, HTTP, checksum, disk)
+        if is_resource_fault(exc):  # disk full, permission denied: exit 75 with the path, not "bad input"
+            raise
         raise UserError(
             f"irds:{dataset_id}: could not read its {part} ({type(exc).__name__}: {exc}); "
             "without network, place the files in $IR_DATASETS_HOME as ir_datasets expects, "

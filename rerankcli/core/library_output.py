@@ -6,10 +6,10 @@ the subprocesses they start (vLLM's engine core). During ``rerank run`` and ``re
 terminal shows only rerank's own lines: stage messages and progress lines on stderr, written to
 :func:`terminal`, and the metrics table on stdout. Inside :func:`library_output`:
 
-- ``sys.stderr`` is a stream into the log (with ``quiet``: into nothing), so what a library
+- ``sys.stderr`` is a stream into the log (with ``quiet``: its in-memory tail), so what a library
   writes there, and every logging handler it creates during the run (transformers and vLLM add
   their own when first imported), ends up in the log;
-- file descriptor 2 is a pipe into the log (``quiet``: /dev/null), for what C++ code and
+- file descriptor 2 is a pipe into the log (``quiet``: its in-memory tail only), for what C++ code and
   subprocesses write; :func:`terminal` is a copy of the original descriptor, so our lines still
   reach the terminal, and it is restored before a failure's ``error:`` line is printed;
 - loggers that already have handlers lose them and propagate to the root logger, whose one
@@ -30,6 +30,8 @@ part with a timestamped header, and is written line by line, so a crash leaves i
 from __future__ import annotations
 
 import codecs
+import collections
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -57,34 +59,61 @@ def terminal() -> TextIO:
 
 
 class LogFile:
-    """A log file opened on the first line written (its folder and header too); ``path`` None: nowhere."""
+    """A log file opened on the first line written (its folder and header too); ``path`` None: nowhere.
+
+    The last lines are also kept in memory, log file or not, so a failure whose cause a library
+    only logged ("Engine core initialization failed. See root cause above") can still be named
+    in the one error line. A log that cannot be written (disk full) stops logging: libraries'
+    chatter must not be what ends a run.
+    """
 
     def __init__(self, path: Path | None, header: str = "") -> None:
         self.path, self.header = path, header
         self.written = False  # a line reached the file
+        self.tail: collections.deque[str] = collections.deque(maxlen=400)
         self._file: TextIO | None = None
         self._lock, self._pid = threading.Lock(), os.getpid()
 
     def write(self, text: str) -> None:
-        if self.path is None or not text:
+        if not text:
             return
         if self._pid != os.getpid():  # a forked child: the parent's lock may have been held at the fork
             self._lock, self._pid = threading.Lock(), os.getpid()
         with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8", errors="replace")
-                text = f"{self.header}\n{text}" if self.header else text
-                self.header = ""  # once, even if a late line reopens the file
-            self._file.write(text)
-            self._file.flush()
-            self.written = True
+            self.tail.extend(text.splitlines())
+            if self.path is None:
+                return
+            try:
+                if self._file is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = open(self.path, "a", encoding="utf-8", errors="replace")
+                    text = f"{self.header}\n{text}" if self.header else text
+                    self.header = ""  # once, even if a late line reopens the file
+                self._file.write(text)
+                self._file.flush()
+                self.written = True
+            except OSError:
+                self.path = None  # full or read-only: keep the tail in memory, write no more
+
+    def root_cause(self) -> str | None:
+        """The last exception line a library logged ("ValueError: ..."), other than a re-raise's."""
+        with self._lock:
+            lines = list(self.tail)
+        for line in reversed(lines):
+            match = _EXCEPTION_LINE.search(line)
+            if match and "root cause above" not in line:
+                return match.group(0).strip()
+        return None
 
     def close(self) -> None:
         with self._lock:
             if self._file is not None:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
+
+
+_EXCEPTION_LINE = re.compile(r"\b[A-Za-z_.]*(?:Error|Exception): \S.*$")
 
 
 class Lines:
@@ -201,22 +230,20 @@ class Terminal(io.TextIOBase):
 
 
 class Descriptor2:
-    """File descriptor 2 into the log (``quiet``: /dev/null) until ``restore``; ``terminal`` stays the terminal."""
+    """File descriptor 2 into the log (``quiet``: only its in-memory tail) until ``restore``; ``terminal`` stays
+    the terminal."""
 
-    def __init__(self, log: LogFile, quiet: bool, stderr: TextIO) -> None:
+    def __init__(self, log: LogFile, stderr: TextIO) -> None:
         stderr.flush()
         self.saved = os.dup(2)
         self.terminal: Terminal | None = None
         if _descriptor(stderr) == 2:  # our lines must not follow descriptor 2 into the log
             self.terminal = Terminal(self.saved, stderr)
-        self.pump: threading.Thread | None = None
-        if quiet:
-            target = os.open(os.devnull, os.O_WRONLY)
-        else:
-            source, target = os.pipe()
-            self.pump = threading.Thread(target=_pump, args=(source, Lines(log.write)),
-                                         name="rerank-library-output", daemon=True)
-            self.pump.start()
+        # quiet or not, a pipe: with ``quiet`` the log keeps only its in-memory tail (for root causes)
+        source, target = os.pipe()
+        self.pump: threading.Thread | None = threading.Thread(
+            target=_pump, args=(source, Lines(log.write)), name="rerank-library-output", daemon=True)
+        self.pump.start()
         os.dup2(target, 2)
         os.close(target)
 
@@ -282,7 +309,7 @@ def library_output(log_path: Path | None, title: str = "rerank") -> Iterator[Log
         saved_loggers = _reroute_loggers()
         restore_bars = _library_bars_off()
         try:
-            descriptor = Descriptor2(log, quiet, saved_stderr)
+            descriptor = Descriptor2(log, saved_stderr)
         except OSError:  # no descriptor 2 to redirect (a daemon): Python-level redirection only
             descriptor = None
         stream = LibraryStream(log, 2 if descriptor is not None else None)

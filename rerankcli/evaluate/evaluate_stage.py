@@ -53,9 +53,15 @@ class EvaluateStage(StageConfig):
         if not value:
             raise ValueError("list at least one metric")
         try:
-            return [str(parse_metric(m)) for m in value]
+            names = [str(parse_metric(m)) for m in value]
         except UserError as exc:
             raise ValueError(str(exc)) from None
+        for position, name in enumerate(names):  # one key per metric in metrics.json and the table
+            if name in names[:position]:
+                spellings = (value[names.index(name)], value[position])
+                same = f" ({spellings[0]!r} and {spellings[1]!r} are one metric)" if len(set(spellings)) > 1 else ""
+                raise ValueError(f"metric {name} is listed twice{same}")
+        return names
 
     @field_validator("qrels")
     @classmethod
@@ -77,10 +83,19 @@ class EvaluateStage(StageConfig):
         return frozenset() if self.qrels is not None else self.needs
 
     def check_inputs(self, ctx: Context) -> None:
-        if self.qrels is not None:
-            read_qrels(self.qrels)
-        else:
+        """Read the qrels; refuse, before any stage computes, qrels that judge none of the queries.
+
+        The dataset's own qrels judge only queries of the dataset (``Dataset.queries`` checks);
+        a stage's ``qrels:`` file may not, and then no run of this pipeline has a judged query.
+        """
+        if self.qrels is None:
             super().check_inputs(ctx)
+            return
+        qrels = read_qrels(self.qrels)
+        if ctx.dataset.has("queries") and not set(qrels) & set(ctx.dataset.all_queries()):
+            queries = ctx.dataset.label if ctx.dataset.config.irds else ctx.dataset.path("queries")
+            raise UserError(f"stage '{self.name}': field 'qrels': {self.qrels} judges none of the queries of "
+                            f"{queries}; no run of this pipeline could be evaluated")
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "qrels": None}
@@ -93,7 +108,12 @@ class EvaluateStage(StageConfig):
         qrels = read_qrels(self.qrels) if self.qrels else ctx.dataset.qrels()
         metrics = [parse_metric(m) for m in self.metrics]
         results = []
-        for run in inputs:
+        names = [f"run '{name}'" for name in self.input_names() or []] or ["its input run"]
+        for name, run in zip(names, inputs):
+            if not set(run.scores) & set(qrels):  # as `rerank eval` refuses it: a wrong qrels file, not 0.0
+                source = self.qrels or (ctx.dataset.label if ctx.dataset.config.irds else ctx.dataset.path("qrels"))
+                raise UserError(f"stage '{self.name}': no query of {name} is judged in {source}; "
+                                "nothing to evaluate")
             result = evaluate(run, qrels, metrics, self.relevance_level, self.missing)
             results.append({
                 "means": result.means,

@@ -7,12 +7,14 @@
   same top-k in the same order, 0 for disjoint ones, weighted to the top.
 - Kendall's tau over the documents the two runs share anywhere in their lists, ranked by each
   run's order (which is total: ties are already broken by docid), so tau-a equals tau-b.
-  Undefined (None) when fewer than two documents are shared.
+  Undefined (None) when fewer than two documents are shared. Counted by merge sort (O(n log^2 n)
+  in numpy), so 100k documents per query take milliseconds and no n x n matrix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -70,25 +72,67 @@ def rbo(a: list[str], b: list[str], p: float = 0.9) -> float:
 
 def kendall_tau(a: list[str], b: list[str]) -> float | None:
     """Kendall's tau between the orders ``a`` and ``b`` give their shared documents."""
-    position_b = {doc: i for i, doc in enumerate(b)}
-    ranks = np.array([position_b[doc] for doc in a if doc in position_b])  # in a's order
+    return _tau(shared_positions(a, b))
+
+
+def shared_positions(a: list[str], b: list[str]) -> np.ndarray:
+    """The position in ``b`` of each document of ``a`` that ``b`` holds, in a's order."""
+    positions = list(map(dict(zip(b, range(len(b)))).get, a))  # C-level loops: 100k documents in ms
+    if None in positions:
+        positions = [p for p in positions if p is not None]
+    return np.array(positions, dtype=np.int64)
+
+
+def _tau(ranks: np.ndarray) -> float | None:
+    """Tau from b's positions in a's order.
+
+    Both orders are total, so tau = 1 - 2 * discordant / pairs, and the discordant pairs are
+    the inversions of ``ranks``: O(n log^2 n) time and O(n) memory, not an n x n matrix (100k
+    shared documents would need 10 GB).
+    """
     n = len(ranks)
     if n < 2:
         return None
-    upper = np.triu(np.ones((n, n), dtype=bool), k=1)
-    concordant = np.count_nonzero((ranks[None, :] > ranks[:, None]) & upper)
     pairs = n * (n - 1) // 2
-    return (2 * concordant - pairs) / pairs
+    return (pairs - 2 * inversions(ranks)) / pairs
+
+
+def inversions(values: np.ndarray) -> int:
+    """Pairs i < j with values[i] > values[j] (equal values are none): a bottom-up merge sort in numpy.
+
+    At each level the array is made of sorted blocks of ``width``; for each right block, the
+    elements of its left neighbour greater than each of its elements are counted with one
+    ``searchsorted`` over all blocks at once (block numbers lifted into the keys keep the blocks
+    apart), then each pair of blocks is merged by sorting the lifted keys.
+    """
+    order = np.argsort(values, kind="stable")  # ranks 0..n-1 (ties in order) keep the keys small
+    ranks = np.empty(len(values), np.int64)
+    ranks[order] = np.arange(len(values))
+    n = len(ranks)
+    index = np.arange(n)
+    count = 0
+    width = 1
+    while width < n:
+        pair = index // (2 * width)
+        right = (index // width) % 2 == 1
+        keys = pair * n + ranks
+        left_keys = keys[~right]  # globally sorted: sorted blocks in block order
+        ends = np.searchsorted(left_keys, (pair[right] + 1) * n)  # end of each right block's neighbour
+        count += int(np.sum(ends - np.searchsorted(left_keys, keys[right], side="right")))
+        ranks = np.sort(keys, kind="stable") - pair * n  # merge every pair of blocks
+        width *= 2
+    return count
 
 
 def agreement(a: Run, b: Run, depth: int = 10, p: float = 0.9) -> list[QueryAgreement]:
     """Per-query agreement of two runs on the queries both have, in query id order."""
     result = []
+    first = itemgetter(0)
     for qid in sorted(set(a.scores) & set(b.scores)):
-        ranked_a = [doc for doc, _ in a.ranked(qid)]
-        ranked_b = [doc for doc, _ in b.ranked(qid)]
+        ranked_a = list(map(first, a.ranked(qid)))
+        ranked_b = list(map(first, b.ranked(qid)))
+        ranks = shared_positions(ranked_a, ranked_b)
         result.append(QueryAgreement(
             query=qid, overlap=overlap_at(ranked_a, ranked_b, depth),
-            rbo=rbo(ranked_a[:depth], ranked_b[:depth], p), tau=kendall_tau(ranked_a, ranked_b),
-            shared=len(set(ranked_a) & set(ranked_b))))
+            rbo=rbo(ranked_a[:depth], ranked_b[:depth], p), tau=_tau(ranks), shared=len(ranks)))
     return result

@@ -15,12 +15,11 @@ is dropped when the journal is reopened.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rerankcli.core.errors import UserError
+from rerankcli.core.atomic import append_line
 from rerankcli.rerank.llm_method import QueryResult
 
 FORMAT = 1
@@ -81,7 +80,7 @@ class Journal:
                 handle.truncate(found.valid_bytes)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._write(head, mode="wb")
+            self._write(head, create=True)
 
     def note_prepared(self, prepared: Any) -> None:
         """Record the method's prepared state once (before the first result that used it)."""
@@ -107,12 +106,7 @@ class Journal:
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
-    def _write(self, item: dict[str, Any], mode: str = "ab") -> None:
-        line = (json.dumps(item) + "\n").encode()
-        try:
-            with open(self.path, mode) as handle:
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as exc:
-            raise UserError(f"{self.path}: cannot write the stage journal ({exc.strerror})") from None
+    def _write(self, item: dict[str, Any], create: bool = False) -> None:
+        """One line, whole and fsync'd; a disk or permission fault goes up as the OSError it is
+        (exit 75 naming the journal), and a torn line it leaves is dropped on the next open."""
+        append_line(self.path, (json.dumps(item) + "\n").encode(), create=create)

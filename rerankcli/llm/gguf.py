@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from rerankcli.core.atomic import write_text
 from rerankcli.core.errors import UserError
 from rerankcli.core.models import ResolvedModel, local_model_path
 from rerankcli.core.store import Store
@@ -25,14 +26,14 @@ def hf_folder(model: ResolvedModel, store: Store, log: Callable[[str], None] = p
         return local_model_path(model)
     key = model.identity.replace("sha256:", "").replace("parts:", "parts-")
     final = store.artifact_dir("hf-from-gguf", key)
-    if (final / "config.json").is_file():
+    if store.has_artifact("hf-from-gguf", key):
         return final
     log(f"converting GGUF {model.spec} for transformers (once; cached in {final})")
     staging = store.staging()
     try:
         source = _single_file(model.gguf, staging)
         _convert(source, staging / "model")
-        (staging / "model" / "rerankcli-source.json").write_text(json.dumps(
+        write_text(staging / "model" / "rerankcli-source.json", json.dumps(
             {"spec": model.spec, "gguf": [str(p) for p in model.gguf], "identity": model.identity}))
         if source.parent == staging:
             source.unlink()

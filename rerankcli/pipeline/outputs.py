@@ -76,6 +76,14 @@ def check_outputs_do_not_overwrite_inputs(pipeline: Pipeline) -> None:
     sources = [getattr(pipeline.dataset, p) for p in ("corpus", "queries", "qrels")]
     sources += [getattr(s, "run", None) for s in pipeline.stages]
     sources += [getattr(s, "qrels", None) for s in pipeline.stages]
+    resolved = {p.resolve() for p in planned}
+    folded = {str(p).casefold(): p for p in resolved}
     for source in sources:
-        if isinstance(source, Path) and source.resolve() in {p.resolve() for p in planned}:
+        if not isinstance(source, Path):
+            continue
+        if source.resolve() in resolved:
             raise UserError(f"{pipeline.source}: output would overwrite the input file {source}")
+        twin = folded.get(str(source.resolve()).casefold())
+        if twin is not None:  # one file on macOS and Windows
+            raise UserError(f"{pipeline.source}: output {twin.name} would overwrite the input file {source} on a "
+                            "case-insensitive file system (macOS, Windows); rename the stage or move the file")

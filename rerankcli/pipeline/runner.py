@@ -26,7 +26,8 @@ from typing import Any
 from rerankcli import __version__
 from rerankcli.core.atomic import copy_file, write_text
 from rerankcli.core.dataset import Dataset
-from rerankcli.core.errors import UserError
+from rerankcli.core import faults
+from rerankcli.core.errors import Interrupted, UserError
 from rerankcli.core.hashing import save_memo
 from rerankcli.core.runs import Run, read_run, write_run
 from rerankcli.core.stage import Context, StageConfig, StageOutput
@@ -78,7 +79,7 @@ class Runner:
         root = cache_dir or pipeline.cache or default_cache_dir()
         if root.exists() and not root.is_dir():
             raise UserError(f"cache folder {root}: is a file, not a folder")
-        self.store = Store(root)
+        self.store = Store(root, warn=lambda message: self.log(message))  # damaged entries: one line in the log
         self.force = force or set()
         unknown = self.force - {"*"} - {s.name for s in pipeline.stages}
         if unknown:
@@ -97,6 +98,9 @@ class Runner:
         self.backends = OpenBackends()  # models loaded by this run's stages, shared between them
         self._runs: dict[str, Run] = {}
         self._shard_runs: dict[str, Run] = {}  # stage name -> this shard's run (shard mode)
+        self._finished: list[str] = []  # stages whose outputs are complete (for an interrupt's line)
+        self._current: str | None = None
+        self._journal: Journal | None = None
 
     def plan(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Key and fingerprint of every stage, in order; raises before any compute."""
@@ -132,8 +136,21 @@ class Runner:
     def run(self) -> PipelineReport:
         try:
             return self._run()
+        except (KeyboardInterrupt, Interrupted) as exc:  # SIGINT, or SIGTERM (Interrupted, from the CLI)
+            raise Interrupted(getattr(exc, "signal_name", "SIGINT"), self._saved()) from None
         finally:
             self.backends.close()  # release models and vLLM engines
+
+    def _saved(self) -> str:
+        """What an interrupted run leaves for the next one: stages cached, queries journaled."""
+        parts = []
+        if self._finished:
+            parts.append(f"stages done and cached: {', '.join(self._finished)}")
+        if self._journal is not None and self._journal.results:
+            parts.append(f"stage '{self._current}': {len(self._journal.results)} queries journaled")
+        if not parts:
+            return "nothing was saved; no file was half-written"
+        return "; ".join(parts) + "; rerun the same command to resume from there"
 
     def _run(self) -> PipelineReport:
         keys = self.plan()
@@ -145,6 +162,8 @@ class Runner:
             key, fingerprint = keys[stage.name]
             inputs = self.pipeline.inputs[stage.name]
             started = time.monotonic()
+            self._current = stage.name
+            faults.point(f"stage-start:{stage.name}")
             if self.shard is not None and (waiting & set(inputs) or
                                            (set(self._shard_runs) & set(inputs) and not stage.per_query)):
                 self.log(f"[{stage.name}] waits for `rerank merge` (it needs every query)")
@@ -155,6 +174,8 @@ class Runner:
                         f"[{stage.name}] waiting: another process is computing shard {self.shard.label}")):
                     outputs = self._run_shard(stage, key, fingerprint, inputs, keys)
                 reports.append(StageReport(stage.name, key, False, time.monotonic() - started, outputs))
+                self._finished.append(stage.name)
+                faults.point(f"stage-end:{stage.name}")
                 continue
             forced = self._forced(stage)
             cached = not forced and self.store.has_stage(key)
@@ -173,6 +194,8 @@ class Runner:
             if not cached:
                 self.log(f"[{stage.name}] done in {wall:.1f}s")
             reports.append(StageReport(stage.name, key, cached, wall, outputs))
+            self._finished.append(stage.name)
+            faults.point(f"stage-end:{stage.name}")
         if metrics:
             write_text(self.pipeline.output / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         save_memo()
@@ -190,15 +213,21 @@ class Runner:
             qids = self._input_run(next(iter(input_keys.values()))).qids
             journal = stage_journal(self.store, self.pipeline.output, stage.name, key, forced, self.merge_only,
                                     qids, self.log)
+            self._journal = journal
         output, started_at, wall = self._execute(stage, [self._input_run(k) for k in input_keys.values()], journal)
         staging = self.store.staging()
-        if journal is not None:  # how every query was computed (which process, which attempt)
-            shutil.copyfile(journal.path, staging / "queries.jsonl")
-        self._write_entry(stage, key, fingerprint, input_keys, output, staging, started_at, wall)
-        final = self.store.stage_dir(key)
-        (self.store.replace if forced else self.store.publish)(staging, final)
+        try:
+            if journal is not None:  # how every query was computed (which process, which attempt)
+                copy_file(journal.path, staging / "queries.jsonl")
+            self._write_entry(stage, key, fingerprint, input_keys, output, staging, started_at, wall)
+            final = self.store.stage_dir(key)
+            (self.store.replace if forced else self.store.publish)(staging, final)
+        except BaseException:  # disk full, permission, an interrupt: no half-built entry stays behind
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         if journal is not None:
             journal.remove()
+        self._journal = None
 
     def _execute(self, stage: StageConfig, runs: list[Run], journal: Journal | None
                  ) -> tuple[StageOutput, str, float]:
@@ -253,18 +282,22 @@ class Runner:
         for name in inputs:
             run = self._shard_runs.get(name) or self._input_run(keys[name][0])
             runs.append(Run({q: docs for q, docs in run.scores.items() if self.shard.selects(q)}))
+        self._journal = journal
         output, started_at, wall = self._execute(stage, runs, journal)
         assert output.run is not None
         self._shard_runs[stage.name] = output.run
         copy_file(journal.path, result_file)
         staging = self.store.staging()
-        self._write_entry(stage, key, fingerprint, {n: keys[n][0] for n in inputs}, output, staging,
-                          started_at, wall)
-        stem = result_file.name.removesuffix(".jsonl")
-        copy_file(staging / "run.trec", folder / f"{stem}.trec")
-        manifest = json.loads((staging / "manifest.json").read_text(encoding="utf-8"))
-        manifest["shard"] = self.shard.label
-        write_text(folder / f"{stem}.manifest.json", json.dumps(manifest, indent=2) + "\n")
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            self._write_entry(stage, key, fingerprint, {n: keys[n][0] for n in inputs}, output, staging,
+                              started_at, wall)
+            stem = result_file.name.removesuffix(".jsonl")
+            copy_file(staging / "run.trec", folder / f"{stem}.trec")
+            manifest = json.loads((staging / "manifest.json").read_text(encoding="utf-8"))
+            manifest["shard"] = self.shard.label
+            write_text(folder / f"{stem}.manifest.json", json.dumps(manifest, indent=2) + "\n")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         journal.remove()
+        self._journal = None
         return [result_file, folder / f"{stem}.trec"]

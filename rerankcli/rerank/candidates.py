@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rerankcli.core.errors import UserError
 from rerankcli.core.runs import Run
@@ -41,6 +41,14 @@ class RerankStage(StageConfig):
 
     reads: ClassVar = "one"
     needs: ClassVar = frozenset({"corpus", "queries"})
+
+    @field_validator("fields")
+    @classmethod
+    def _each_field_once(cls, value: list[str]) -> list[str]:
+        """A field twice would show the model the same text twice in every passage."""
+        if len(set(value)) != len(value):
+            raise ValueError(f"'{next(f for f in value if value.count(f) > 1)}' is listed twice")
+        return value
 
     def check_inputs(self, ctx: Context) -> None:
         ctx.dataset.corpus()

@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import Attention, AttentionMass
@@ -58,6 +58,20 @@ class IcrStage(LLMRerankStage):
     placeholders: ClassVar = ({"query", "passages"}, {"query", "passages", "num"})
     asks: ClassVar = (Attention,)
     summary: ClassVar = "in-context reranking: attention from the query to each passage in one prompt (hf only)"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_are_indices(cls, value: list[int] | None) -> list[int] | None:
+        """No layer would be no attention (every score 0); a layer twice counts it twice."""
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one layer, or leave 'layers' out for all of them")
+        if min(value) < 0:
+            raise ValueError(f"layer {min(value)}: layers count from 0")
+        if len(set(value)) != len(value):
+            raise ValueError(f"layer {next(v for v in value if value.count(v) > 1)} is listed twice")
+        return value
 
     def template(self, base_dir: Any) -> Template:
         required, allowed = self.placeholders

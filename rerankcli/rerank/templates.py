@@ -1,4 +1,4 @@
-"""Prompt templates: YAML files with ``user`` (and optionally ``system``, ``answer_prefix``).
+"""Prompt templates: YAML files with ``user`` (and optionally ``system``, ``answer_prefix``), all text.
 
 A stage's ``prompt:`` names a template shipped in ``prompts/`` or a file (relative to the
 pipeline). Pointwise templates use ``{query}`` and ``{passage}``; pairwise ones ``{query}``,
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rerankcli.core.errors import UserError
+from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.hashing import text_digest
+from rerankcli.core.paths import expand_path
+from rerankcli.core.yaml_source import line_of, load_yaml
 from rerankcli.llm.requests import Passage, Probe, Prompt
 
 SHIPPED = Path(__file__).parent / "prompts"
@@ -88,27 +88,47 @@ def _placeholders(text: str, path: Path, key: str) -> list[str]:
         raise UserError(f"{path}: '{key}': {exc} (write literal braces as {{{{ and }}}})") from None
 
 
+def _template_path(spec: str, base_dir: Path) -> Path:
+    """The shipped template ``spec`` names, or the file (``~`` and ``$VAR`` expanded)."""
+    shipped = SHIPPED / f"{spec}.yaml"
+    if "/" not in spec and shipped.is_file():
+        return shipped
+    try:
+        path = base_dir / expand_path(spec)
+    except ValueError as exc:
+        raise UserError(f"prompt {shown(spec)}: {exc}") from None
+    if not path.exists():  # anything else that is no template (a folder, a FIFO, 1 GB) load_yaml names
+        names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+        raise UserError(f"prompt {shown(spec)}: no such template file ({path}); shipped templates: {names}")
+    return path
+
+
+def _template_fields(path: Path, listwise: bool) -> dict[str, str | None]:
+    """The template's fields, each text (or left out): a list or a number is refused by name and line."""
+    data, lines = load_yaml(path, "prompt template")
+    if not isinstance(data, dict) or "user" not in data:
+        raise UserError(f"{path}: a prompt template is a mapping with a 'user' string")
+    keys = {"user", "system", "answer_prefix"} | ({"item"} if listwise else set())
+    unknown = sorted(set(map(str, data)) - keys)
+    if unknown:
+        raise UserError(f"{path}: unknown keys {unknown}; use {', '.join(sorted(keys))}")
+    for key, value in data.items():
+        if not isinstance(value, str) and (key == "user" or value is not None):
+            kind = {dict: "a mapping", list: "a list", bool: "true/false", int: "a number", float: "a number",
+                    type(None): "nothing"}.get(type(value), type(value).__name__)
+            raise UserError(f"{where(path, line_of(lines, (key,)))}: field '{key}' must be text, found {kind}"
+                            + (" (quote it)" if isinstance(value, (int, float, bool)) else ""))
+    return data
+
+
 def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[str],
                   listwise: bool = False) -> Template:
     """Read and check a template; ``spec`` is a shipped name or a YAML file path."""
-    shipped = SHIPPED / f"{spec}.yaml"
-    path = shipped if shipped.is_file() else (base_dir / spec).expanduser()
-    if not path.is_file():
-        names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
-        raise UserError(f"prompt {spec!r}: no such template file ({path}); shipped templates: {names}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("user"), str):
-        raise UserError(f"{path}: a prompt template is a mapping with a 'user' string")
-    keys = {"user", "system", "answer_prefix"} | ({"item"} if listwise else set())
-    unknown = set(data) - keys
-    if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)}; use {', '.join(sorted(keys))}")
+    path = _template_path(spec, base_dir)
+    data = _template_fields(path, listwise)
+    text = path.read_text(encoding="utf-8")  # valid UTF-8: load_yaml read it
     fields = _placeholders(data["user"], path, "user")
-    item = str(data.get("item") or Template.item)
+    item = data.get("item") or Template.item
     if listwise:
         item_fields = set(_placeholders(item, path, "item"))
         if item_fields != {"id", "passage"}:
@@ -120,5 +140,5 @@ def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[st
     if extra:
         raise UserError(f"{path}: 'user' has the placeholder {{{sorted(extra)[0]}}}; "
                         f"this method fills only {', '.join('{' + a + '}' for a in sorted(allowed))}")
-    return Template(str(spec), data["user"], data.get("system"), str(data.get("answer_prefix") or ""),
+    return Template(str(spec), data["user"], data.get("system"), data.get("answer_prefix") or "",
                     text_digest(text), item)

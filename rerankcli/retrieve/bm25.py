@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from rerankcli.core.atomic import write_text
 from rerankcli.core.errors import UserError
 from rerankcli.core.formats import Corpus
 from rerankcli.core.hashing import text_digest, tree_digest
@@ -178,13 +179,13 @@ class BM25Stage(StageConfig):
         key = text_digest(json.dumps(self._lucene_source(ctx), sort_keys=True))
         folder = ctx.store.artifact_dir("lucene-index", key)
         details = {"index_source": "built from the corpus", "index_key": key}
-        if lucene.is_index_dir(folder / "index"):
+        if ctx.store.has_artifact("lucene-index", key) and lucene.is_index_dir(folder / "index"):
             return folder / "index", {**details, "index_cached": True, "index": str(folder / "index")}
         corpus = ctx.dataset.corpus()
-        staging = ctx.store.staging()
-        stats = lucene.build_index(corpus, staging / "index", self._threads(), ctx.show_progress)
-        (staging / "info.json").write_text(json.dumps({**stats, "documents": len(corpus)}), encoding="utf-8")
-        ctx.store.publish(staging, folder)
+        with ctx.store.building() as staging:
+            stats = lucene.build_index(corpus, staging / "index", self._threads(), ctx.show_progress)
+            write_text(staging / "info.json", json.dumps({**stats, "documents": len(corpus)}))
+            ctx.store.publish(staging, folder)
         return folder / "index", {**details, "index_cached": False, "index": str(folder / "index"), **stats}
 
     def _pyserini(self, ctx: Context, queries: dict[str, str]) -> tuple[Run, dict]:
@@ -220,7 +221,7 @@ class BM25Stage(StageConfig):
             "versions": versions(*BACKEND_VERSIONS["bm25s"]),
         }, sort_keys=True))
         folder = ctx.store.artifact_dir("bm25s-index", index_key)
-        if (folder / "docids.json").is_file():
+        if ctx.store.has_artifact("bm25s-index", index_key):
             model = bm25s.BM25.load(str(folder), show_progress=False)
             docids = json.loads((folder / "docids.json").read_text(encoding="utf-8"))
             return model, docids, True, folder
@@ -229,10 +230,10 @@ class BM25Stage(StageConfig):
         ids = [[vocab.setdefault(t, len(vocab)) for t in doc] for doc in terms]
         model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
-        staging = ctx.store.staging()
-        model.save(str(staging), show_progress=False)
-        (staging / "docids.json").write_text(json.dumps(corpus.ids), encoding="utf-8")
-        ctx.store.publish(staging, folder)
+        with ctx.store.building() as staging:
+            model.save(str(staging), show_progress=False)
+            write_text(staging / "docids.json", json.dumps(corpus.ids))
+            ctx.store.publish(staging, folder)
         return model, corpus.ids, False, folder
 
     def _bm25s(self, ctx, corpus, analyzer, qids, query_terms) -> tuple[Run, dict]:

