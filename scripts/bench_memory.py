@@ -67,7 +67,8 @@ def measure(command: list[str]) -> tuple[float, float, float]:
     if proc.stderr:
         proc.stderr.close()
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}: {err.strip()}")
+        last = (err.strip().splitlines() or [""])[-1]
+        raise SystemExit(f"{' '.join(command)} exited {proc.returncode}: {last[:300]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # KiB on Linux
 
 

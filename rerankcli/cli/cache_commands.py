@@ -21,8 +21,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rerankcli.cli.app import app, path_value
+from rerankcli.core.entries import Entry, Leftover
 from rerankcli.core.errors import CheckFailed, UserError, shown
-from rerankcli.core.store import Entry, Leftover, Store, default_cache_dir
+from rerankcli.core.store import Store, default_cache_dir
 
 cache_app = typer.Typer(
     help="Inspect the cache: list entries, verify their seals, prune by age, size or damage.",

@@ -51,10 +51,10 @@ def _evaluate_runs(named: dict[str, Path], qrels: Path, metrics: list, relevance
     judgements = read_qrels(qrels)
     evaluations = {}
     for name, path in named.items():
-        result = evaluate(read_run(path), judgements, metrics, relevance_level, missing)
-        if result.queries == 0:
+        run = read_run(path)
+        if not any(qid in judgements for qid in run.qids):  # with --missing zero too: all zeros means nothing
             raise UserError(f"{path}: no query of the run is in {qrels}")
-        evaluations[name] = result
+        evaluations[name] = evaluate(run, judgements, metrics, relevance_level, missing)
     return evaluations
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rerankcli.core.runs import Run
+from rerankcli.core.user_files import file_problem
 
 if TYPE_CHECKING:
     from rerankcli.core.dataset import Dataset
@@ -35,10 +36,11 @@ def file_name(value: str, what: str) -> str:
 def resolve_existing(value: Path, info: ValidationInfo, what: str) -> Path:
     """Make a path absolute against the pipeline's folder and require the file to exist."""
     base = (info.context or {}).get("base_dir", Path.cwd())
-    path = (Path(base) / value).resolve()
-    if not path.is_file():
-        raise ValueError(f"{what} not found: {path}")
-    return path
+    path = Path(base) / value
+    problem = file_problem(path, what.removesuffix(" file"))  # a FIFO, device, folder, link loop
+    if problem is not None:
+        raise ValueError(problem)
+    return path.resolve()
 
 
 @dataclass

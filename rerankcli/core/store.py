@@ -1,4 +1,4 @@
-"""Content-addressed cache of stage outputs and artefacts (indexes, embeddings), each entry sealed.
+"""The cache: a content-addressed folder of stage outputs and artefacts (indexes, embeddings).
 
 Layout under the cache folder:
   stages/<key>/run.trec | metrics.json, manifest.json, seal.json   one folder per stage key
@@ -8,224 +8,72 @@ Layout under the cache folder:
   locks/<name>.use                                       shared by the processes reading an entry
   tmp/entry-<pid>-*                                      staging, renamed into place when complete
 An entry exists only once its folder is renamed into place, so a crash leaves no entry
-that looks complete, and two processes computing the same key cannot corrupt it. A process
-computing a stage also holds the key's lock, so a second ``rerank run`` on the same cache
-waits for the entry instead of computing it again beside the first (and sharing its journal).
+that looks complete, and two processes computing the same key cannot corrupt it. Its locks
+(``locks.py``) keep a second run from computing it again beside the first, and ``rerank
+cache prune`` from deleting it under a command that uses it.
 
-Renaming proves that an entry was whole when it was published, not that it still is: a disk
-error, a truncating copy or a hand edit can damage it later. So every entry carries
-``seal.json``, written last, with the size and sha256 of each of its files. Before an entry is
-used its files' sizes are checked (stat calls, every time) and their digests once per process
-(a run does not read a multi-GB index twice to check it). An entry that fails is never read as
-data: one warning line, then it is moved aside, deleted and computed again. Entries written
-before seals existed count as damaged.
+Every entry carries a seal (``seal.py``): the size and sha256 of each of its files. Before an
+entry is used its files' sizes are checked (stat calls, every time) and their digests once per
+process (a run does not read a multi-GB index twice to check it). An entry that fails is never
+read as data: one warning line, then it is moved aside, deleted and computed again.
 
 Using an entry touches its seal's mtime: that is "last used" for ``rerank cache ls`` and
-``prune``. A process that used an entry holds a shared lock on ``locks/<name>.use`` until it
-exits, and ``prune`` removes only entries whose locks it can take without waiting, so it never
-deletes an entry a running command reads or computes. A lock file goes with its last holder;
-staging folders a process made and did not publish go when it exits.
+``prune``. Staging folders a process made and did not publish go when it exits.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
-import json
 import os
-import re
 import secrets
 import shutil
-import stat
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-from rerankcli.core.atomic import publish_dir, write_text
-from rerankcli.core.errors import shown
+from rerankcli.core.atomic import publish_dir
+from rerankcli.core.entries import Entry, Leftover, entry_at, leftover_locks, list_entries, list_leftovers
+from rerankcli.core.errors import UserError, shown
 from rerankcli.core.hashing import use_memo
-
-SEAL = "seal.json"
-SEAL_FORMAT = 1
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_STAGING = re.compile(r"entry-(\d+)-")
-MAX_SEAL_BYTES = 16 << 20  # a seal lists files, a few hundred bytes each: more is not a seal
+from rerankcli.core.locks import claim_all, hold_exclusive, hold_shared, release_shared
+from rerankcli.core.paths import expand_path, file_above
+from rerankcli.core.seal import SEAL, Damaged, check_sealed, read_seal, write_seal
 
 
 def default_cache_dir() -> Path:
     """``$RERANK_CACHE_DIR``, else ``$XDG_CACHE_HOME/rerankcli``, else ``~/.cache/rerankcli``."""
-    if os.environ.get("RERANK_CACHE_DIR"):
-        return Path(os.environ["RERANK_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "rerankcli"
-
-
-class Damaged(Exception):
-    """Why an entry cannot be used, as a short phrase: ``run.trec: 812 bytes, sealed 1623``."""
-
-
-# -- the seal ------------------------------------------------------------------------------
-
-def _sealed_files(folder: Path) -> list[str]:
-    """Every file below ``folder`` except the seal, as sorted POSIX paths relative to it."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        found += [(Path(root) / name).relative_to(folder).as_posix() for name in files]
-    return sorted(name for name in found if name != SEAL)
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def write_seal(folder: Path) -> str:
-    """Write ``folder``'s seal, every file's size and sha256, as its last file; return its text."""
-    files = {name: {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
-             for name in _sealed_files(folder)}
-    text = json.dumps({"format": SEAL_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n"
-    write_text(folder / SEAL, text)
-    return text
-
-
-def read_seal(folder: Path) -> tuple[str, dict[str, tuple[int, str]]]:
-    """The seal's text and ``{file: (size, sha256)}``; Damaged if missing or not a seal.
-
-    Permission and I/O errors are not damage (the entry may be fine): they propagate.
-    """
-    try:
-        info = os.stat(folder / SEAL)
-    except (FileNotFoundError, NotADirectoryError):
-        raise Damaged(f"no {SEAL}: written by an older rerankcli, or never finished") from None
-    if not stat.S_ISREG(info.st_mode):  # a folder, a FIFO: never opened (a FIFO would block)
-        raise Damaged(f"{SEAL} is not a regular file")
-    if info.st_size > MAX_SEAL_BYTES:
-        raise Damaged(f"{SEAL} is {info.st_size} bytes, too large for a seal")
-    try:
-        text = (folder / SEAL).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise Damaged(f"no {SEAL}: written by an older rerankcli, or never finished") from None
-    except UnicodeDecodeError:
-        raise Damaged(f"{SEAL} is not text") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise Damaged(f"{SEAL} is not valid JSON") from None
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or data.get("format") != SEAL_FORMAT or not isinstance(files, dict) or not files:
-        raise Damaged(f"{SEAL} is not a seal of format {SEAL_FORMAT} listing the entry's files")
-    sealed = {}
-    for name, item in files.items():
-        size = item.get("size") if isinstance(item, dict) else None
-        digest = item.get("sha256") if isinstance(item, dict) else None
-        if (type(size) is not int or size < 0 or not isinstance(digest, str) or not _SHA256.fullmatch(digest)
-                or not name or name.startswith("/") or ".." in name.split("/") or name == SEAL):
-            raise Damaged(f"{SEAL}: the record of {shown(name, 40)} is malformed")
-        sealed[name] = (size, digest)
-    return text, sealed
-
-
-def check_sealed(folder: Path, sealed: dict[str, tuple[int, str]], digests: bool) -> None:
-    """Raise Damaged unless every sealed file is there with its size (and, if asked, its sha256)."""
-    for name, (size, _) in sealed.items():
-        try:
-            info = os.stat(folder / name)
-        except (FileNotFoundError, NotADirectoryError):
-            raise Damaged(f"{name}: missing") from None
-        if not stat.S_ISREG(info.st_mode):
-            raise Damaged(f"{name}: not a regular file")
-        if info.st_size != size:
-            raise Damaged(f"{name}: {info.st_size} bytes, sealed {size}")
-    if digests:
-        for name, (_, digest) in sealed.items():
+    for variable, below in (("RERANK_CACHE_DIR", ""), ("XDG_CACHE_HOME", "rerankcli")):
+        value = os.environ.get(variable)
+        if value:
             try:
-                found = _sha256(folder / name)
-            except (FileNotFoundError, NotADirectoryError):
-                raise Damaged(f"{name}: missing") from None
-            if found != digest:
-                raise Damaged(f"{name}: content differs from its sealed sha256 {digest[:12]}")
+                return Path(expand_path(value)) / below
+            except ValueError as exc:
+                raise UserError(f"${variable} {shown(value)}: {exc}") from None
+    return Path.home() / ".cache" / "rerankcli"
 
 
-# -- locks whose files go with their last holder --------------------------------------------
-
-def _acquire(path: Path, mode: int, wait: bool = True, on_wait: Callable[[], None] | None = None) -> int | None:
-    """An ``flock`` (``mode``: LOCK_SH or LOCK_EX) on ``path``, created if need be; its fd.
-
-    None when ``wait`` is False and another process holds it. The classic race: between our
-    open and our flock, the last holder may unlink the file, and a lock on an unlinked file
-    excludes nobody; so once locked, check that the path still names the inode we hold, and
-    start again if not.
-    """
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-        try:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if not wait:
-                    os.close(fd)
-                    return None
-                if on_wait is not None:
-                    on_wait()
-                    on_wait = None
-                fcntl.flock(fd, mode)
-            held = os.fstat(fd)
-            try:
-                named = os.stat(path)
-                if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
-                    return fd
-            except FileNotFoundError:
-                pass
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
+def check_cache_folder(root: Path) -> None:
+    """Refuse a cache "folder" that is a file, or lies below one, before anything is written."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"cache folder {root}: is a file, not a folder")
+    blocking = file_above(root)
+    if blocking is not None:
+        raise UserError(f"cache folder {root}: {blocking} is a file, not a folder")
 
 
-def _release(path: Path, fd: int, unlink: bool = True) -> None:
-    """Let go of a lock from ``_acquire``; the last holder unlinks the file, before unlocking.
-
-    Only a holder of the exclusive lock may unlink (so nobody holds a lock on a file that no
-    longer has its name): a shared holder tries to upgrade without waiting, and leaves the
-    file to the others if it cannot.
-    """
-    try:
-        if unlink:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return
-            with contextlib.suppress(OSError):
-                held, named = os.fstat(fd), os.stat(path)
-                if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
-                    os.unlink(path)
-    finally:
-        os.close(fd)
-
-
-# -- what this process holds: verified entries, its stagings, its reading locks ----------------
+# -- what this process holds: verified entries, its stagings ------------------------------------
 
 _verified: set[tuple[str, str]] = set()  # (entry folder, seal text) whose digests matched here
 _touched: set[str] = set()  # entries whose use this process has recorded
 _warned: set[str] = set()  # damaged entries already reported by this process
 _stagings: set[Path] = set()  # staging folders made by this process and not yet published
-_reading: dict[Path, int] = {}  # lock file -> fd of the shared lock this process holds
-_reading_guard = threading.Lock()  # one shared lock per file, whichever thread asks first
 
 
 def _tidy_up_at_exit(pid: int = os.getpid()) -> None:
-    """Unpublished stagings go and reading locks are let go when the process ends.
+    """Unpublished stagings go when the process ends (its reading locks go next, in ``locks.py``).
 
     ``pid``: a forked child that ends through ``atexit`` leaves its parent's state alone.
     """
@@ -234,8 +82,6 @@ def _tidy_up_at_exit(pid: int = os.getpid()) -> None:
     for folder in list(_stagings):
         shutil.rmtree(folder, ignore_errors=True)
     _stagings.clear()
-    for path in list(_reading):
-        _release(path, _reading.pop(path))
 
 
 atexit.register(_tidy_up_at_exit)
@@ -247,64 +93,6 @@ def _remove_tree(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-# -- what the cache holds --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Entry:
-    """A published entry: ``kind`` is ``stage`` or the artefact kind (``bm25s-index``, ...)."""
-
-    path: Path
-    kind: str
-    key: str
-
-    @property
-    def label(self) -> str:
-        """How messages name it: ``stages/ab12cd34ef56`` or ``artifacts/bm25s-index/ab12cd34ef56``."""
-        if self.kind == "stage":
-            return f"stages/{self.key[:12]}"
-        return f"artifacts/{self.kind}/{self.key[:12]}"
-
-    @property
-    def locks(self) -> list[str]:
-        """Lock files (in ``locks/``) held by whoever computes or reads the entry."""
-        if self.kind == "stage":
-            return [f"{self.key}.lock", f"{self.key}.use"]
-        return [f"{self.kind}.{self.key}.use"]
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """Something a process leaves behind only when killed: a staging folder, a journal, a lock file."""
-
-    path: Path
-    what: str  # "staging folder", "journal", "lock file", "entry being deleted"
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    try:
-        children = sorted(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [child for child in children if not child.name.startswith(".") and child.is_dir()]
-
-
-def _children(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _stderr(message: str) -> None:
@@ -339,18 +127,8 @@ class Store:
 
         The lock file is removed on release, so a finished or failed command leaves none.
         """
-        folder = self.root / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:  # no flock (Windows): atomic publishing still keeps entries whole
+        with hold_exclusive(self.root / "locks" / f"{key}.lock", on_wait):
             yield
-            return
-        path = folder / f"{key}.lock"
-        fd = _acquire(path, fcntl.LOCK_EX, on_wait=on_wait)
-        assert fd is not None
-        try:
-            yield
-        finally:
-            _release(path, fd)
 
     # -- artefact entries ---------------------------------------------------------------------
 
@@ -404,7 +182,7 @@ class Store:
             _stagings.discard(staging)
         if publish_dir(staging, final):
             _verified.add((str(final), text))
-        entry = self._entry_at(final)
+        entry = entry_at(self.root, final)
         if entry is not None:
             self._hold_for_reading(entry)
         return final
@@ -477,25 +255,11 @@ class Store:
 
     def _hold_for_reading(self, entry: Entry) -> None:
         """Share the entry's ``.use`` lock until the process ends, so `cache prune` leaves it be."""
-        path = self.root / "locks" / entry.locks[-1]
-        if fcntl is None:
-            return
-        with _reading_guard:
-            if path in _reading:
-                return
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = _acquire(path, fcntl.LOCK_SH)
-            except OSError:  # a read-only cache: nobody can prune it either
-                return
-            if fd is not None:
-                _reading[path] = fd
+        hold_shared(self.root / "locks" / entry.locks[-1])
 
     def close(self) -> None:
         """Let go of the reading locks this process holds in this cache (also done at exit)."""
-        with _reading_guard:
-            for path in [p for p in _reading if p.parent == self.root / "locks"]:
-                _release(path, _reading.pop(path))
+        release_shared(self.root / "locks")
 
     @contextlib.contextmanager
     def claim(self, locks: list[str], keep_files: bool = False) -> Iterator[bool]:
@@ -504,61 +268,22 @@ class Store:
         What `cache prune` does before removing anything. ``keep_files``: lock files that were
         there before stay (a dry run changes nothing).
         """
-        folder = self.root / "locks"
-        if fcntl is None or not folder.is_dir():  # no lock folder: nobody holds a lock
-            yield True
-            return
-        held: list[tuple[Path, int, bool]] = []
-        try:
-            for name in locks:
-                path = folder / name
-                existed = path.exists()
-                fd = _acquire(path, fcntl.LOCK_EX, wait=False)
-                if fd is None:
-                    break
-                held.append((path, fd, not (keep_files and existed)))
-            yield len(held) == len(locks)
-        finally:
-            for path, fd, unlink in reversed(held):
-                _release(path, fd, unlink)
+        with claim_all(self.root / "locks", locks, keep_files) as ours:
+            yield ours
 
     # -- listing ------------------------------------------------------------------------------
 
     def entries(self) -> list[Entry]:
         """Every published entry, stages first, each in name order."""
-        found = [Entry(path, "stage", path.name) for path in _subfolders(self.root / "stages")]
-        for kind in _subfolders(self.root / "artifacts"):
-            found += [Entry(path, kind.name, path.name) for path in _subfolders(kind)]
-        return found
-
-    def _entry_at(self, folder: Path) -> Entry | None:
-        if folder.parent == self.root / "stages":
-            return Entry(folder, "stage", folder.name)
-        if folder.parent.parent == self.root / "artifacts":
-            return Entry(folder, folder.parent.name, folder.name)
-        return None
+        return list_entries(self.root)
 
     def leftovers(self) -> list[Leftover]:
         """What killed processes left: staging folders, journals, lock files, half-deleted entries."""
-        found = [Leftover(path, "staging folder") for path in _children(self.root / "tmp")]
-        found += [Leftover(path, "journal") for path in _children(self.root / "journals")]
-        found += [Leftover(path, "lock file") for path in _children(self.root / "locks")]
-        for folder in [self.root / "stages", *_subfolders(self.root / "artifacts")]:
-            found += [Leftover(path, "entry being deleted") for path in _children(folder)
-                      if path.name.startswith(".") and ".deleting-" in path.name]
-        return found
+        return list_leftovers(self.root)
 
     def leftover_locks(self, leftover: Leftover) -> list[str] | None:
         """The locks to claim before removing ``leftover``; None if a live process owns it."""
-        if leftover.what == "journal":
-            return [leftover.path.name.removesuffix(".jsonl") + ".lock"]
-        if leftover.what == "lock file":
-            return [leftover.path.name]
-        if leftover.what == "staging folder":
-            match = _STAGING.match(leftover.path.name)
-            if match and int(match.group(1)) != os.getpid() and _pid_alive(int(match.group(1))):
-                return None  # being written: a live process on this machine made it
-        return []
+        return leftover_locks(leftover)
 
     def remove_leftover(self, leftover: Leftover) -> None:
         """Delete it; a lock file goes by itself when its claim is let go."""

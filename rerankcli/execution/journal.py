@@ -15,11 +15,13 @@ is dropped when the journal is reopened.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rerankcli.core.atomic import append_line
+from rerankcli.core.user_files import open_regular
 from rerankcli.rerank.llm_method import QueryResult
 
 FORMAT = 1
@@ -41,10 +43,10 @@ class Contents:
 
 def read_contents(path: Path) -> Contents | None:
     """The complete lines of ``path``; None if it is missing or not a journal at all."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
+    with open_regular(path, "journal or shard") as handle:  # a FIFO or device: one line, no wait
+        data = handle.read()
     contents: Contents | None = None
     offset = 0
     while (end := data.find(b"\n", offset)) >= 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import types
 from collections.abc import Callable
 from pathlib import Path, PurePath
@@ -26,6 +27,7 @@ from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.models import spec_problem
 from rerankcli.core.paths import expand_path, file_above
 from rerankcli.core.stage import StageConfig, file_name
+from rerankcli.core.user_files import file_problem
 from rerankcli.core.yaml_source import Location, line_of, load_yaml
 from rerankcli.execution.executor_config import ExecutorConfig
 from rerankcli.pipeline.registry import STAGES, load_plugins
@@ -361,5 +363,7 @@ def _check_dataset(dataset: DatasetConfig, stages: list[StageConfig], fail) -> N
     if dataset.irds is None:
         for part in ("corpus", "queries", "qrels"):
             path = getattr(dataset, part)
-            if path is not None and not path.is_file():
-                raise fail(("dataset", part), f"dataset.{part}: file not found: {path}")
+            problem = None if path is None else file_problem(path, part)
+            if problem is not None:  # missing, or a FIFO, device, folder, link loop: say which
+                detail = f"file not found: {path}" if not os.path.lexists(path) else problem
+                raise fail(("dataset", part), f"dataset.{part}: {detail}")

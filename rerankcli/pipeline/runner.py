@@ -31,11 +31,11 @@ from rerankcli.core.errors import Interrupted, UserError
 from rerankcli.core.hashing import save_memo
 from rerankcli.core.runs import Run, read_run, write_run
 from rerankcli.core.stage import Context, StageConfig, StageOutput
-from rerankcli.core.store import Store, default_cache_dir
+from rerankcli.core.store import Store, check_cache_folder, default_cache_dir
 from rerankcli.execution.executor import execute
 from rerankcli.execution.executor_config import ExecutorConfig
 from rerankcli.execution.journal import Journal, header
-from rerankcli.execution.shard import Shard, matching_shards, shard_folder, stage_journal
+from rerankcli.execution.shard import Shard, candidate_ids, matching_shards, shard_folder, stage_journal
 from rerankcli.llm.registry import OpenBackends
 from rerankcli.pipeline.config import Pipeline
 from rerankcli.pipeline.outputs import check_outputs_do_not_overwrite_inputs, export
@@ -77,8 +77,7 @@ class Runner:
                  executor: ExecutorConfig | None = None) -> None:
         self.pipeline = pipeline
         root = cache_dir or pipeline.cache or default_cache_dir()
-        if root.exists() and not root.is_dir():
-            raise UserError(f"cache folder {root}: is a file, not a folder")
+        check_cache_folder(root)
         self.store = Store(root, warn=lambda message: self.log(message))  # damaged entries: one line in the log
         self.force = force or set()
         unknown = self.force - {"*"} - {s.name for s in pipeline.stages}
@@ -210,9 +209,11 @@ class Runner:
                  input_keys: dict[str, str], forced: bool) -> None:
         journal = None
         if stage.per_query:
-            qids = self._input_run(next(iter(input_keys.values()))).qids
+            run = self._input_run(next(iter(input_keys.values())))
+            depth = getattr(stage, "depth", None)  # shards must score exactly these candidates
             journal = stage_journal(self.store, self.pipeline.output, stage.name, key, forced, self.merge_only,
-                                    qids, self.log)
+                                    run.qids, self.log,
+                                    candidates=candidate_ids(run, depth) if depth is not None else None)
             self._journal = journal
         output, started_at, wall = self._execute(stage, [self._input_run(k) for k in input_keys.values()], journal)
         staging = self.store.staging()

@@ -111,9 +111,10 @@ class DenseStage(StageConfig):
             progress.update(len(chunk))
         progress.close()
         embeddings = np.concatenate(parts)
-        staging = ctx.store.staging()
-        np.save(staging / "embeddings.npy", embeddings)
-        ctx.store.publish(staging, folder)
+        with ctx.store.building() as staging:
+            with atomic_open(staging / "embeddings.npy", "wb") as handle:
+                np.save(handle, embeddings)
+            ctx.store.publish(staging, folder)
         return embeddings, False
 
 

@@ -77,6 +77,8 @@ class FuseStage(StageConfig):
             raise ValueError("a fuse stage needs 'inputs' naming at least two stages")
         if self.weights is not None and len(self.weights) != len(self.inputs):
             raise ValueError(f"'weights' has {len(self.weights)} values for {len(self.inputs)} inputs")
+        if self.weights is not None and not any(self.weights):
+            raise ValueError("'weights' are all 0: the fused run would have no scores to rank by")
         return self
 
     def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:

@@ -271,7 +271,7 @@ def test_ls_cache_dir_expands_variables_and_home(rerank, filled: Path, tmp_path_
         result = rerank("cache", "ls", "--cache-dir", option, cwd=elsewhere,
                         env={"WORK": str(root), "HOME": str(root), "RERANK_CACHE_DIR": str(elsewhere / "unused")})
         assert result.code == 0 and result.err == "", (option, result.err)
-        assert result.out.splitlines()[-1].startswith(f"3 entries, "), (option, result.out)
+        assert result.out.splitlines()[-1].startswith("3 entries, "), (option, result.out)
         assert result.out.splitlines()[-1].endswith(f" in {root / 'cache'}"), (option, result.out)
     assert snapshot(root) == before and os.listdir(elsewhere) == []
 

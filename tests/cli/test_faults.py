@@ -16,6 +16,7 @@ raise, or the process receives a real SIGINT or SIGTERM. For each fault the test
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -175,11 +176,11 @@ def assert_rerun_is_identical(space: Workspace, reference: dict[str, bytes]) -> 
     assert space.outputs() == reference
 
 
-def check_resource_fault(space: Workspace, reference: dict[str, bytes], errno: str, point: str) -> None:
-    proc = space.rerank(fault=f"{errno}@{point}")
+def check_resource_fault(space: Workspace, reference: dict[str, bytes], code: str, point: str) -> None:
+    proc = space.rerank(fault=f"{code}@{point}")
     line = last_line(proc)
     assert proc.returncode == 75, (proc.returncode, proc.stderr)
-    assert line.startswith("error: ") and line.endswith(f"({errno})"), line
+    assert line.startswith("error: ") and line.endswith(f"({code})"), line
     assert str(space.root) in line, f"the line does not name the path: {line}"
     assert_nothing_half_written(space, reference)
     assert_rerun_is_identical(space, reference)
@@ -195,17 +196,17 @@ def check_interrupt(space: Workspace, reference: dict[str, bytes], signal: str, 
     return line
 
 
-@pytest.mark.parametrize("errno", ERRNOS)
+@pytest.mark.parametrize("code", ERRNOS)
 @pytest.mark.parametrize("where", sorted(RETRIEVAL_WRITES))
-def test_a_write_fault_in_a_retrieval_pipeline(tmp_path, retrieval_reference, where, errno) -> None:
+def test_a_write_fault_in_a_retrieval_pipeline(tmp_path, retrieval_reference, where, code) -> None:
     space = Workspace(tmp_path, RETRIEVAL)
-    check_resource_fault(space, retrieval_reference, errno, RETRIEVAL_WRITES[where])
+    check_resource_fault(space, retrieval_reference, code, RETRIEVAL_WRITES[where])
 
 
-@pytest.mark.parametrize(("where", "point", "errno"), LLM_WRITES, ids=[f"{w}-{e}" for w, _, e in LLM_WRITES])
-def test_a_write_fault_in_an_llm_stage(tmp_path, llm_pipeline, llm_reference, where, point, errno) -> None:
+@pytest.mark.parametrize(("where", "point", "code"), LLM_WRITES, ids=[f"{w}-{e}" for w, _, e in LLM_WRITES])
+def test_a_write_fault_in_an_llm_stage(tmp_path, llm_pipeline, llm_reference, where, point, code) -> None:
     space = Workspace(tmp_path, llm_pipeline, LLM_QUERIES)
-    check_resource_fault(space, llm_reference, errno, point)
+    check_resource_fault(space, llm_reference, code, point)
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
@@ -246,3 +247,48 @@ def test_ctrl_c_from_outside_during_an_llm_stage(tmp_path, llm_pipeline, llm_ref
     assert line.endswith("queries journaled; rerun the same command to resume from there"), line
     assert_nothing_half_written(space, llm_reference)
     assert_rerun_is_identical(space, llm_reference)
+
+
+# -- the other commands that write: compare's plot, schema, index ---------------------------------
+
+def other_command(space: Workspace, reference: dict[str, bytes], command: str) -> tuple[tuple[str, ...], str]:
+    """The arguments of a writing command other than `run`, and the file it writes."""
+    for name in ("bm25.trec", "bm25b.trec"):
+        (space.root / name).write_bytes(reference[name])
+    return {
+        "compare --plot": (("compare", "bm25.trec", "bm25b.trec", "--qrels", "data/qrels.txt", "--plot",
+                            "deltas.png"), "deltas.png"),
+        "schema -o": (("schema", "-o", "pipeline.schema.json"), "pipeline.schema.json"),
+    }[command]
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC", "EIO", "SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("command", ["compare --plot", "schema -o"])
+def test_a_fault_while_another_command_writes(tmp_path, retrieval_reference, command, fault) -> None:
+    space = Workspace(tmp_path, RETRIEVAL)
+    args, written = other_command(space, retrieval_reference, command)
+    undisturbed_output = space.rerank(*args)
+    assert undisturbed_output.returncode == 0, undisturbed_output.stderr
+    expected = (space.root / written).read_bytes()
+    (space.root / written).unlink()
+    proc = space.rerank(*args, fault=f"{fault}@write:*{written}")
+    line = last_line(proc)
+    if fault.startswith("SIG"):
+        assert proc.returncode == 130 and line == f"interrupted ({fault}): nothing was half-written", line
+    else:
+        reason = os.strerror(getattr(errno, fault))
+        assert proc.returncode == 75 and line.startswith("error: ") and line.endswith(f"{written}: {reason} ({fault})")
+    assert not (space.root / written).exists() and not list(space.root.glob(".*.tmp"))
+    assert space.rerank(*args).returncode == 0
+    assert (space.root / written).read_bytes() == expected
+
+
+@pytest.mark.parametrize("fault", ["ENOSPC", "SIGTERM"])
+def test_a_fault_while_rerank_index_builds(tmp_path, retrieval_reference, fault) -> None:
+    space = Workspace(tmp_path, RETRIEVAL)
+    proc = space.rerank("index", "p.yaml", "-q", fault=f"{fault}@write:*/cache/tmp/entry-*/docids.json")
+    assert proc.returncode == (130 if fault == "SIGTERM" else 75), proc.stderr
+    last_line(proc)
+    assert not list((space.root / "cache" / "tmp").rglob("*")) and not list((space.root / "cache").glob("artifacts/*/*"))
+    assert space.rerank("index", "p.yaml", "-q").returncode == 0
+    assert_rerun_is_identical(space, retrieval_reference)

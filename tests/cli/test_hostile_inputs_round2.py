@@ -177,6 +177,20 @@ CASES: dict[str, Case] = {
         {"out/Given.trec": RUN}, ("{root}/p.yaml", "output given.trec would overwrite the input file",
                                   "case-insensitive file system"),
         args=("run", "{root}/p.yaml"), pipeline=LOAD.replace("data/given.trec", "out/Given.trec")),
+    "eval: no query of the run is judged, --missing zero": Case(
+        {"data/unjudged.trec": b"q99 Q0 try 1 1.0 x\n"}, ("{root}/data/unjudged.trec", "no query of the run is in"),
+        args=("eval", "{root}/data/unjudged.trec", "--qrels", "{root}/data/qrels.txt", "--missing", "zero")),
+    # -- the cache folder from the environment, fusion weights -----------------------------------
+    "env: RERANK_CACHE_DIR names an unset variable": Case(
+        {}, ("$RERANK_CACHE_DIR", f"${UNSET} is not set"), args=("run", "{root}/p.yaml"), pipeline=LOAD_ONLY,
+        env={"RERANK_CACHE_DIR": f"${UNSET}/cache"}),
+    "env: RERANK_CACHE_DIR lies below a file": Case(
+        {}, ("cache folder {root}/data/qrels.txt/cache", "{root}/data/qrels.txt is a file"),
+        args=("run", "{root}/p.yaml"), pipeline=LOAD_ONLY, env={"RERANK_CACHE_DIR": "{root}/data/qrels.txt/cache"}),
+    "fuse: every weight is zero": Case(
+        {}, ("{root}/p.yaml:7:", "stage 'fused'", "'weights' are all 0"),
+        pipeline=LOAD_ONLY + "  - {name: again, type: load, run: data/given.trec}\n"
+                             "  - {name: fused, type: fuse, inputs: [given, again], weights: [0, 0.0]}\n"),
 }
 
 
@@ -211,7 +225,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(rerank, tmp_path: Pa
         done = rerank("run", root / "p.yaml", cwd=root)
         assert done.code == 0, done.err
         (root / "p.yaml").write_text(case.pipeline)
-    check_refused(rerank, root, case.args, case.expect, case.env)
+    check_refused(rerank, root, case.args, case.expect, {k: v.replace("{root}", str(root)) for k, v in case.env.items()})
 
 
 # -- shard files that `rerank merge` joins -------------------------------------------------------

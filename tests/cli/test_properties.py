@@ -13,8 +13,9 @@ from rerankcli.core.runs import Run, read_run, write_run
 from rerankcli.rerank.permutation import parse_permutation
 from rerankcli.retrieve.fusion import comb, rrf
 
-# Ids are what a TREC line can carry: no white space (str.split's idea of it), valid UTF-8.
-ID_CHARS = st.characters(blacklist_categories=("Cs",)).filter(lambda c: not c.isspace())
+# Ids are what a TREC line can carry: no white space (str.split's idea of it), valid UTF-8, and
+# no U+FEFF: at the start of a file every reader (this one too) takes it for a byte-order mark.
+ID_CHARS = st.characters(blacklist_categories=("Cs",)).filter(lambda c: not c.isspace() and c != "\ufeff")
 IDS = st.text(ID_CHARS, min_size=1, max_size=10)
 SCORES = st.floats(allow_nan=False, allow_infinity=False)
 RUNS = st.dictionaries(IDS, st.dictionaries(IDS, SCORES, min_size=1, max_size=8), min_size=1, max_size=5).map(Run)

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from rerankcli.core import locks
+from rerankcli.core import seal as seal_module
 from rerankcli.core import store as store_module
-from rerankcli.core.store import SEAL, Store
+from rerankcli.core.seal import SEAL
+from rerankcli.core.store import Store
 
 KEY = "ab12cd34ef56" + "0" * 52
 RUN = b"q1 Q0 d1 1 2.5 bm25\nq1 Q0 d2 2 1.5 bm25\n"
@@ -173,8 +176,8 @@ def test_digests_are_checked_once_per_process_sizes_every_time(store: Store, mon
     publish_stage(store)
     forget_digests()
     hashed = []
-    real = store_module._sha256
-    monkeypatch.setattr(store_module, "_sha256", lambda path: hashed.append(path.name) or real(path))
+    real = seal_module.sha256_of
+    monkeypatch.setattr(seal_module, "sha256_of", lambda path: hashed.append(path.name) or real(path))
     assert store.has_stage(KEY) and store.has_stage(KEY) and store.has_stage(KEY)
     assert sorted(hashed) == ["manifest.json", "run.trec"]  # the first use only
     (store.stage_dir(KEY) / "run.trec").write_bytes(RUN[:-1])
@@ -211,17 +214,17 @@ def test_a_waiter_on_a_removed_lock_file_takes_the_new_one(store: Store) -> None
     """The classic race: the waiter's flock succeeds on the unlinked file; it must start again."""
     path = store.root / "locks" / "race.lock"
     path.parent.mkdir(parents=True)
-    first = store_module._acquire(path, fcntl.LOCK_EX)
+    first = locks.acquire(path, fcntl.LOCK_EX)
     got: list[int] = []
-    waiter = threading.Thread(target=lambda: got.append(store_module._acquire(path, fcntl.LOCK_EX)))
+    waiter = threading.Thread(target=lambda: got.append(locks.acquire(path, fcntl.LOCK_EX)))
     waiter.start()
     time.sleep(0.3)  # the waiter has opened the file and blocks in flock
-    store_module._release(path, first)  # unlinks it, then unlocks
+    locks.release(path, first)  # unlinks it, then unlocks
     waiter.join(10)
     assert got and os.fstat(got[0]).st_ino == path.stat().st_ino  # it holds the file the path names
-    other = store_module._acquire(path, fcntl.LOCK_EX, wait=False)
+    other = locks.acquire(path, fcntl.LOCK_EX, wait=False)
     assert other is None  # so a third process is excluded
-    store_module._release(path, got[0])
+    locks.release(path, got[0])
     assert not path.exists()
 
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import pytest
 from pydantic import Field
 
+from rerankcli.core.errors import Interrupted
 from rerankcli.core.runs import read_run
 from rerankcli.execution.executor_config import ExecutorConfig
 from rerankcli.execution.shard import Shard
@@ -202,7 +203,7 @@ def test_plan_counts_its_calls_from_the_methods_formula(tmp_path) -> None:
 
 def test_an_interrupted_run_resumes_to_the_identical_run(uninterrupted, tmp_path) -> None:
     cache = tmp_path / "cache"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="SIGINT"):  # the runner says what it saved
         run(pipeline(tmp_path, interrupt_after=40, batch_size=2), cache)
     out = run(pipeline(tmp_path), cache)  # the same stage key: interrupt_after is operational
     assert (out / "knockout.trec").read_bytes() == (uninterrupted / "knockout.trec").read_bytes()
