@@ -13,14 +13,18 @@ never repeats them.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import (
     Attention,
     ContinuationLogprobs,
@@ -62,28 +66,48 @@ class CallCache:
     """
 
     def __init__(self, path: Path, namespace: str) -> None:
-        self.namespace = namespace
+        self.namespace, self.path = namespace, path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=120.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
+        with self._faults():
+            self.db = sqlite3.connect(path, timeout=120.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
 
     def get(self, keys: list[str]) -> dict[str, Response]:
         found: dict[str, Response] = {}
-        for start in range(0, len(keys), 500):  # SQLite caps the number of parameters
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, text in self.db.execute(f"SELECT key, response FROM calls WHERE key IN ({marks})", chunk):
-                found[key] = decode(text)
+        with self._faults():
+            for start in range(0, len(keys), 500):  # SQLite caps the number of parameters
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, text in self.db.execute(f"SELECT key, response FROM calls WHERE key IN ({marks})", chunk):
+                    found[key] = decode(text)
         return found
 
     def put(self, items: dict[str, Response]) -> None:
-        with self.db:  # one transaction per batch
+        with self._faults(), self.db:  # one transaction per batch
             self.db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?)",
                                 [(key, encode(response)) for key, response in items.items()])
 
+    @contextlib.contextmanager
+    def _faults(self) -> Iterator[None]:
+        """SQLite's errors as the exit-code contract wants them: a full disk, a read-only folder or
+        an I/O error is the OSError it is (exit 75, naming the file); a damaged file is one line."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            message = str(exc)
+            for phrase, code in _SQLITE_FAULTS:
+                if phrase in message.lower():
+                    raise OSError(code, f"{os.strerror(code)} ({message})", str(self.path)) from None
+            raise UserError(f"{self.path}: the LLM call cache cannot be read ({message}); delete the file "
+                            "(it only saves repeated model calls)") from None
+
     def close(self) -> None:
         self.db.close()
+
+
+_SQLITE_FAULTS = (("disk is full", errno.ENOSPC), ("readonly", errno.EROFS), ("read-only", errno.EROFS),
+                  ("disk i/o error", errno.EIO), ("unable to open", errno.EACCES), ("out of memory", errno.ENOMEM))
 
 
 def answer_through(cache: CallCache | None, answer: Callable[[list[Request]], list[Response]],

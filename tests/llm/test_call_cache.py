@@ -10,6 +10,9 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
+from rerankcli.core.errors import UserError
 from rerankcli.core.runs import read_run
 from rerankcli.execution.llm_session import LLMSession
 from rerankcli.llm.call_cache import CallCache, answer_through, decode, encode, request_key
@@ -127,3 +130,23 @@ def test_a_pairwise_heapsort_after_allpair_is_all_hits(run_pipeline, mini_dl19, 
     out = run_pipeline(mini_dl19, [{"name": "heap", **pairwise, "strategy": "heapsort", "top_k": 3}])
     llm = manifest(out, "heap")["llm"]
     assert llm["calls"] == 0 and llm["cache_hits"] == manifest(out, "heap")["prompts"]
+
+
+def test_a_call_cache_that_is_not_a_database_is_one_line(tmp_path) -> None:
+    """A damaged llm-calls.sqlite (a torn copy, another file) stops with its path, not a traceback."""
+    path = tmp_path / "llm-calls.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(UserError, match="the LLM call cache cannot be read"):
+        CallCache(path, "namespace")
+
+
+def test_a_full_disk_under_the_call_cache_is_a_resource_fault(tmp_path) -> None:
+    """SQLite's "database or disk is full" is the OSError it means: ENOSPC naming the file (exit 75)."""
+    import errno
+
+    cache = CallCache(tmp_path / "llm-calls.sqlite", "namespace")
+    cache.db.execute("PRAGMA max_page_count = 1")  # SQLite's own way to make its file full
+    big = {f"key-{i}": Generated(i, 0, text="an answer " * 200, new_tokens=7) for i in range(50)}
+    with pytest.raises(OSError) as raised:
+        cache.put(big)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "llm-calls.sqlite")
