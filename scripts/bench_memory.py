@@ -81,7 +81,7 @@ def main() -> None:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     print(f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, "
           f"{platform.system()} {platform.machine()}; median of {args.repeats} runs\n")
-    print("| docs/query | queries | run file MB | command | wall s | CPU s | peak RSS MiB |")
+    print("| docs/query | queries | lines per run | command | wall s | CPU s | peak RSS MiB |")
     print("|---:|---:|---:|---|---:|---:|---:|")
     for size in args.sizes:
         depth, queries = (int(x) for x in size.split(":"))
@@ -92,11 +92,10 @@ def main() -> None:
                 "compare": [*rerank, "compare", run_a, run_b, "--qrels", qrels],
                 "diff": [*rerank, "diff", run_a, run_b],
             }
-            megabytes = run_a.stat().st_size / 1e6
             for name, command in commands.items():
                 results = [measure([str(c) for c in command]) for _ in range(args.repeats)]
                 wall, cpu, rss = (statistics.median(r[i] for r in results) for i in range(3))
-                print(f"| {depth:,} | {queries} | {megabytes:.1f} | {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} |",
+                print(f"| {depth:,} | {queries} | {depth * queries:,} | {name} | {wall:.2f} | {cpu:.2f} | {rss:.0f} |",
                       flush=True)
 
 

@@ -13,6 +13,7 @@ import sys
 
 from rerankcli.cli import pipeline_commands, eval_commands, describe_commands, cache_commands  # noqa: F401  isort: skip (they register the commands, in this order)
 from rerankcli.cli.app import app
+from rerankcli.core import faults
 from rerankcli.core.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_RESOURCE,
                                    CheckFailed, Interrupted, UserError, is_resource_fault, resource_line)
 
@@ -33,7 +34,12 @@ def _usage_error(exc: Exception) -> str | None:
 
 
 def _on_sigterm(signum, frame) -> None:
-    """SIGTERM (a batch scheduler's kill, `timeout`) ends a run as Ctrl-C does: cleanly, exit 130."""
+    """SIGTERM (a batch scheduler's kill, `timeout`) ends a run as Ctrl-C does: cleanly, exit 130.
+
+    Further SIGTERMs are ignored while the first one unwinds, so cleaning up is not cut short
+    (a scheduler that insists sends SIGKILL, and atomic writes make that safe too).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Interrupted("SIGTERM")
 
 
@@ -54,6 +60,7 @@ def main() -> None:
     with contextlib.suppress(ValueError):  # not the main thread (embedded): keep the default
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        faults.check()
         code = app(standalone_mode=False, prog_name="rerank")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

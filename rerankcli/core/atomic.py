@@ -10,6 +10,7 @@ those faults at each write point, and tests prove that nothing half-written surv
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -41,8 +42,12 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
     path = Path(path)
     refuse_special(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _name(exc, path)
+        raise
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode open() would
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
@@ -107,9 +112,39 @@ def append_line(path: Path, line: bytes, create: bool = False) -> None:
 
 
 def _name(exc: BaseException, path: Path) -> None:
-    """A failed write() or fsync() names no file; the one error line must name the one written."""
-    if isinstance(exc, OSError) and exc.filename is None:
-        exc.filename = str(path)
+    """The one error line names the file the user asked for: a failed write() or fsync() names
+    no file, and mkstemp() or rename() name our temporary sibling, which the user never saw."""
+    if not isinstance(exc, OSError):
+        return
+    temporary = exc.filename is not None and Path(str(exc.filename)).name.startswith(f".{path.name}.")
+    if exc.filename is None or temporary:
+        exc.filename, exc.filename2 = str(path), None
+
+
+@contextlib.contextmanager
+def library_writes(folder: Path) -> Iterator[None]:
+    """A library writing files of its own into ``folder`` (bm25s saving an index, transformers a
+    model): its OSError names ``folder``, and a short write without an errno (numpy's "14638
+    requested and 992 written") becomes ENOSPC when the disk is full, else EIO: exit 75, not a
+    traceback. The folder is a staging folder, so nothing it holds is published on failure."""
+    try:
+        faults.point(f"write:{folder}/", folder)
+        yield
+    except OSError as exc:
+        if exc.errno is None:
+            code = errno.ENOSPC if _full(folder) else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} ({exc})", str(folder)) from exc
+        if exc.filename is None:
+            exc.filename = str(folder)
+        raise
+
+
+def _full(folder: Path) -> bool:
+    try:
+        info = os.statvfs(folder)
+    except OSError:
+        return False
+    return info.f_bavail * info.f_frsize < 1 << 20
 
 
 def publish_dir(staging: Path, final: Path) -> bool:

@@ -49,7 +49,19 @@ def parse(spec: str) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
-_armed: tuple[Fault, ...] = parse(os.environ.get(VARIABLE, ""))
+try:
+    _armed: tuple[Fault, ...] = parse(os.environ.get(VARIABLE, ""))
+    _problem: str | None = None
+except ValueError as exc:  # reported by ``check()`` as one line, not a traceback at import
+    _armed, _problem = (), str(exc)
+
+
+def check() -> None:
+    """Refuse a malformed ``$RERANK_FAULTS`` (the CLI calls this first): one line, exit 2."""
+    if _problem is not None:
+        from rerankcli.core.errors import UserError
+
+        raise UserError(_problem)
 
 
 def armed() -> bool:

@@ -11,9 +11,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from stat import S_ISREG
 
 from rerankcli.core.atomic import write_text
 from rerankcli.core.errors import UserError
+from rerankcli.core.user_files import kind_of
 
 _memo_path: Path | None = None
 _memo: dict[str, str] = {}
@@ -44,6 +46,8 @@ def file_digest(path: Path) -> str:
         stat = path.stat()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    if not S_ISREG(stat.st_mode):  # /dev/zero behind a link, a FIFO: reading would never end
+        raise UserError(f"{path}: expected a regular file, found a {kind_of(stat.st_mode)}")
     stamp = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
     if stamp in _memo:
         return _memo[stamp]

@@ -72,6 +72,7 @@ class LogFile:
         self.written = False  # a line reached the file
         self.tail: collections.deque[str] = collections.deque(maxlen=400)
         self._file: TextIO | None = None
+        self._broken = False
         self._lock, self._pid = threading.Lock(), os.getpid()
 
     def write(self, text: str) -> None:
@@ -81,7 +82,7 @@ class LogFile:
             self._lock, self._pid = threading.Lock(), os.getpid()
         with self._lock:
             self.tail.extend(text.splitlines())
-            if self.path is None:
+            if self.path is None or self._broken:
                 return
             try:
                 if self._file is None:
@@ -93,7 +94,7 @@ class LogFile:
                 self._file.flush()
                 self.written = True
             except OSError:
-                self.path = None  # full or read-only: keep the tail in memory, write no more
+                self._broken = True  # full or read-only: keep the tail in memory, write no more
 
     def root_cause(self) -> str | None:
         """The last exception line a library logged ("ValueError: ..."), other than a re-raise's."""

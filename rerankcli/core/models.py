@@ -25,6 +25,7 @@ from pathlib import Path
 from rerankcli.core.errors import UserError, shown
 from rerankcli.core.hashing import file_digest, text_digest, tree_digest
 from rerankcli.core.paths import expand_path
+from rerankcli.core.user_files import MAX_TEXT_BYTES, check_regular
 
 #: hub id -> (distribution, weights file inside its model folder, hub sha256 of that file)
 IDENTICAL_PACKAGED_COPIES: dict[str, tuple[str, str, str]] = {
@@ -139,6 +140,24 @@ def resolve_package(spec: str) -> ResolvedModel:
     return ResolvedModel(spec, f"package {distribution} at {folder}", tree_digest(folder), folder)
 
 
+def check_model_folder(spec: str, folder: Path) -> None:
+    """A local folder is a model only with a readable config.json or modules.json: refused here,
+    in one line, before hashing every file below it (``model: ~`` would hash a home folder) and
+    before a library fails on it later with a traceback."""
+    markers = [folder / name for name in MODEL_MARKERS if (folder / name).exists()]
+    if not markers:
+        raise UserError(f"model {shown(spec)}: {folder} holds no config.json or modules.json, so it is not a "
+                        "transformers or sentence-transformers model folder")
+    for marker in markers:
+        check_regular(marker, "model config")
+        if marker.stat().st_size > MAX_TEXT_BYTES:
+            raise UserError(f"{marker}: {marker.stat().st_size} bytes is too large for a model's config")
+        try:
+            json.loads(marker.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:
+            raise UserError(f"{marker}: not valid JSON ({str(exc).splitlines()[0][:80]})") from None
+
+
 def custom_code(folder: Path) -> list[str]:
     """What in a model folder asks to run the folder's own Python code when loaded."""
     def read(name: str) -> object:
@@ -184,6 +203,7 @@ def _resolve(spec: str, base_dir: Path, revision: str | None) -> ResolvedModel:
         return ResolvedModel(spec, f"GGUF file {gguf[0]}", gguf_identity(gguf), None, gguf=gguf)
     if local.is_dir():
         folder = local.resolve()
+        check_model_folder(spec, folder)
         return ResolvedModel(spec, f"local directory {folder}", tree_digest(folder), folder)
     tried.append(f"no directory {local}")
     copy = IDENTICAL_PACKAGED_COPIES.get(spec)

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rerankcli.core.atomic import write_text
+from rerankcli.core.atomic import library_writes, write_text
 from rerankcli.core.errors import UserError
 from rerankcli.core.models import ResolvedModel, local_model_path
 from rerankcli.core.store import Store
@@ -31,8 +31,9 @@ def hf_folder(model: ResolvedModel, store: Store, log: Callable[[str], None] = p
     log(f"converting GGUF {model.spec} for transformers (once; cached in {final})")
     staging = store.staging()
     try:
-        source = _single_file(model.gguf, staging)
-        _convert(source, staging / "model")
+        with library_writes(staging):
+            source = _single_file(model.gguf, staging)
+            _convert(source, staging / "model")
         write_text(staging / "model" / "rerankcli-source.json", json.dumps(
             {"spec": model.spec, "gguf": [str(p) for p in model.gguf], "identity": model.identity}))
         if source.parent == staging:

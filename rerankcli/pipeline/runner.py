@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from rerankcli import __version__
+from rerankcli.core import faults
 from rerankcli.core.atomic import copy_file, write_text
 from rerankcli.core.dataset import Dataset
-from rerankcli.core import faults
 from rerankcli.core.errors import Interrupted, UserError
 from rerankcli.core.hashing import save_memo
 from rerankcli.core.runs import Run, read_run, write_run
@@ -216,16 +216,12 @@ class Runner:
                                     candidates=candidate_ids(run, depth) if depth is not None else None)
             self._journal = journal
         output, started_at, wall = self._execute(stage, [self._input_run(k) for k in input_keys.values()], journal)
-        staging = self.store.staging()
-        try:
+        with self.store.building() as staging:  # a fault or an interrupt: no half-built entry stays behind
             if journal is not None:  # how every query was computed (which process, which attempt)
                 copy_file(journal.path, staging / "queries.jsonl")
             self._write_entry(stage, key, fingerprint, input_keys, output, staging, started_at, wall)
             final = self.store.stage_dir(key)
             (self.store.replace if forced else self.store.publish)(staging, final)
-        except BaseException:  # disk full, permission, an interrupt: no half-built entry stays behind
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         if journal is not None:
             journal.remove()
         self._journal = None

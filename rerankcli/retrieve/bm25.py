@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from rerankcli.core.atomic import write_text
+from rerankcli.core.atomic import library_writes, write_text
 from rerankcli.core.errors import UserError
 from rerankcli.core.formats import Corpus
 from rerankcli.core.hashing import text_digest, tree_digest
@@ -231,7 +231,8 @@ class BM25Stage(StageConfig):
         model = bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         model.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
         with ctx.store.building() as staging:
-            model.save(str(staging), show_progress=False)
+            with library_writes(staging):
+                model.save(str(staging), show_progress=False)
             write_text(staging / "docids.json", json.dumps(corpus.ids))
             ctx.store.publish(staging, folder)
         return model, corpus.ids, False, folder

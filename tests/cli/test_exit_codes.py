@@ -121,3 +121,12 @@ def test_an_output_file_that_is_a_folder_is_refused(rerank, tmp_path) -> None:
     (tmp_path / "schema.json").mkdir()
     one_line(rerank("schema", "-o", tmp_path / "schema.json"), 2, f"{tmp_path}/schema.json", "is a folder")
     assert (tmp_path / "schema.json").is_dir()
+
+
+def test_a_full_disk_while_bm25s_saves_its_index_exits_75(rerank, tmp_path) -> None:
+    """bm25s writes the index files itself (numpy's short write has no errno): still ENOSPC, one line."""
+    with tmpfs(tmp_path / "small", "64k") as small:
+        pipeline = workspace(tmp_path, tmp_path / "out", small / "cache")
+        line = one_line(rerank("run", pipeline, "-q"), 75, f"{small}/cache/tmp/entry-", "(ENOSPC)")
+        assert line.startswith("error: ")
+        assert not list((small / "cache" / "tmp").rglob("*")) and not list((small / "cache").glob("artifacts/*/*"))
