@@ -5,6 +5,10 @@ used" is the seal's mtime, which a run touches when it reuses an entry; prune go
 never removes an entry a running command computes or has read (it takes the entry's locks
 without waiting, and skips the entry when it cannot), and removes what killed processes left
 (staging folders, journals, lock files) only when it is older than ``--older-than``.
+
+These commands work only in a folder tagged as a rerank cache (``CACHEDIR.TAG``, written by the
+store), or an empty or absent one: ``--cache-dir ~`` must not delete a user's ``tmp/`` folder.
+Even in a cache, only names of the shapes rerank writes are touched (``core/entries.py``).
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rerankcli.cli.app import app, path_value
-from rerankcli.core.entries import Entry, Leftover
+from rerankcli.core.cache_tag import TAG, is_rerank_cache
+from rerankcli.core.entries import ABANDONED_AFTER_S, Entry, Leftover, list_foreign
 from rerankcli.core.errors import CheckFailed, UserError, shown
-from rerankcli.core.store import Store, default_cache_dir
+from rerankcli.core.store import Store, check_cache_folder, default_cache_dir
 
 cache_app = typer.Typer(
     help="Inspect the cache: list entries, verify their seals, prune by age, size or damage.",
@@ -45,12 +50,27 @@ class ListFormat(str, Enum):
     json = "json"
 
 
-def _store(cache_dir: Path | None) -> Store:
-    """The cache named by ``--cache-dir`` (``~`` and ``$VARS`` expanded, empty refused), else the default one."""
+def _store(cache_dir: Path | None, command: str) -> Store:
+    """The cache named by ``--cache-dir`` (``~`` and ``$VARS`` expanded, empty refused), else the
+    default one; refused in one line unless it is tagged as a rerank cache, empty or absent."""
     root = cache_dir if cache_dir is not None else default_cache_dir()
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--cache-dir {root}: is a file, not a folder")
+    check_cache_folder(root)
+    if not is_rerank_cache(root) and root.is_dir() and not _holds_no_file(root):
+        raise UserError(f"{root} is not a rerank cache (no {TAG}), so `rerank cache {command}` leaves it alone; "
+                        f"a cache made by a rerank older than the tag gets it from its next `rerank run` or "
+                        "`rerank index`")
     return Store(root)
+
+
+def _holds_no_file(root: Path) -> bool:
+    """Whether ``root`` holds nothing but empty folders of rerank's (``tmp/``, ``locks/``): what a
+    first run stopped before its first entry leaves, untagged; an empty cache, not a user's folder."""
+    if list_foreign(root):
+        return False
+    for _, _, files in os.walk(root):
+        if files:
+            return False
+    return True
 
 
 # -- sizes, ages, durations --------------------------------------------------------------------
@@ -95,12 +115,13 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun if count == 1 else many}"
 
 
-def _tree(path: Path) -> tuple[int, float]:
-    """Bytes below ``path`` and its newest mtime (a folder being written is as young as its newest file)."""
+def _tree(path: Path) -> tuple[int, float] | None:
+    """Bytes below ``path`` and its newest mtime (a folder being written is as young as its newest
+    file); None if it is gone (a lock file goes with its holder, or with a journal's claim)."""
     try:
         info = path.lstat()
     except FileNotFoundError:
-        return 0, 0.0
+        return None
     if not path.is_dir() or path.is_symlink():
         return info.st_size, info.st_mtime
     size, newest = 0, info.st_mtime
@@ -124,8 +145,8 @@ def _stage_of(entry: Entry) -> tuple[str, str]:
         if not stat.S_ISREG(info.st_mode) or info.st_size > MANIFEST_BYTES:  # a FIFO would block
             return "?", "?"
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError):
-        return "?", "?"
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError, RecursionError):
+        return "?", "?"  # RecursionError: "[[[[..." nested deeper than the parser goes
     if not isinstance(manifest, dict):
         return "?", "?"
     return str(manifest.get("stage", "?")), str(manifest.get("type", "?"))
@@ -133,7 +154,7 @@ def _stage_of(entry: Entry) -> tuple[str, str]:
 
 def describe(store: Store, entry: Entry, now: float, problem: str | None) -> dict[str, Any]:
     """One entry as ``ls`` shows it (and prune reports it)."""
-    size, _ = _tree(entry.path)
+    size, _ = _tree(entry.path) or (0, 0.0)
     used = store.last_used(entry)
     row: dict[str, Any] = {"kind": "stage" if entry.kind == "stage" else "artifact", "key": entry.key}
     if entry.kind == "stage":
@@ -165,14 +186,15 @@ def ls_command(
     fmt: Annotated[ListFormat, typer.Option("--format", "-f", help="table or json.")] = ListFormat.table,
 ) -> None:
     """List the entries: kind, key, stage or artefact, size, last use and state (sizes checked, not digests)."""
-    store = _store(cache_dir)
+    store = _store(cache_dir, "ls")
     now = time.time()
     rows = [describe(store, e, now, store.problem(e.path, digests=False)) for e in store.entries()]
+    foreign = [path.relative_to(store.root).as_posix() for path in store.foreign()]
     rows.sort(key=lambda r: (r["kind"] != "stage", r["what"], r["key"]))
     total = sum(r["size"] for r in rows)
     damaged = sum(r["problem"] is not None for r in rows)
     if fmt == ListFormat.json:
-        print(json.dumps({"cache": str(store.root), "entries": rows,
+        print(json.dumps({"cache": str(store.root), "entries": rows, "not_rerank": foreign,
                           "total": {"entries": len(rows), "size": total, "damaged": damaged}}, indent=2))
         return
     if rows:
@@ -180,9 +202,12 @@ def ls_command(
     line = f"{plural(len(rows), 'entry')}, {human_size(total)} in {store.root}"
     if damaged:
         line += f"; {damaged} damaged (`rerank cache prune --damaged` removes {'it' if damaged == 1 else 'them'})"
-    leftovers = [_tree(item.path)[0] for item in store.leftovers() if item.what != "lock file"]
+    leftovers = [(_tree(item.path) or (0, 0.0))[0] for item in store.leftovers() if item.what != "lock file"]
     if leftovers:
         line += f"; {plural(len(leftovers), 'leftover')} of interrupted runs, {human_size(sum(leftovers))}"
+    if foreign:
+        line += (f"; {plural(len(foreign), 'item')} not rerank's, left alone: {', '.join(foreign[:3])}"
+                 + (", ..." if len(foreign) > 3 else ""))
     calls = store.root / "llm-calls.sqlite"
     if calls.is_file():
         line += f"; LLM call cache {human_size(calls.stat().st_size)}"
@@ -192,7 +217,7 @@ def ls_command(
 @cache_app.command("verify")
 def verify_command(cache_dir: CacheDir = None) -> None:
     """Check every file of every entry against its seal (size and sha256); exit 1 if any is damaged."""
-    store = _store(cache_dir)
+    store = _store(cache_dir, "verify")
     entries = store.entries()
     now, bad, total = time.time(), 0, 0
     for entry in entries:
@@ -227,7 +252,7 @@ def prune_command(
     if age_limit is None and size_limit is None and not damaged:
         raise UserError("rerank cache prune: say what to remove: --older-than DURATION, --max-size SIZE "
                         "and/or --damaged")
-    store = _store(cache_dir)
+    store = _store(cache_dir, "prune")
     pruner = _Pruner(store, dry_run)
     now = time.time()
     rows = {e: describe(store, e, now, None) for e in store.entries()}
@@ -248,9 +273,9 @@ def prune_command(
                 total -= row["size"]
     if age_limit is not None:
         for leftover in store.leftovers():
-            size, newest = _tree(leftover.path)
-            if now - newest > age_limit:
-                pruner.leftover(leftover, size, now - newest)
+            found = _tree(leftover.path)
+            if found is not None and now - found[1] > age_limit:  # None: gone with an earlier claim
+                pruner.leftover(leftover, found[0], found[1], now)
     remain = sum(r["size"] for r in kept.values())
     verb = "would free" if dry_run else "freed"
     print(f"{verb} {human_size(pruner.freed)}: {plural(pruner.entries, 'entry')} and "
@@ -281,18 +306,23 @@ class _Pruner:
         kept.pop(entry, None)
         return True
 
-    def leftover(self, leftover: Leftover, size: int, age: float) -> None:
+    def leftover(self, leftover: Leftover, size: int, newest: float, now: float) -> None:
+        """Remove it unless whoever could still be writing it holds its lock, or may be writing a
+        staging folder (``Store.writer_of``: a live process with its pid, for at most a day)."""
         label = leftover.path.relative_to(self.store.root).as_posix()
-        locks = self.store.leftover_locks(leftover)
-        if locks is None:
-            print(f"skipped {leftover.what} {label}: a running process is writing it")
+        writer = self.store.writer_of(leftover, newest, now)
+        if writer is not None:
+            print(f"skipped {leftover.what} {label}: process {writer} may still be writing it (a staging folder "
+                  f"counts as abandoned once untouched for {human_age(ABANDONED_AFTER_S)})")
             return
-        with self.store.claim(locks, keep_files=self.dry_run) as ours:
+        if not os.path.lexists(leftover.path):  # gone meanwhile: its holder let go, or a journal's claim took it
+            return
+        with self.store.claim(self.store.leftover_locks(leftover), keep_files=self.dry_run) as ours:
             if not ours:
                 if leftover.what != "lock file":  # a held lock is no leftover: nothing to say
                     print(f"skipped {leftover.what} {label}: in use by another process")
                 return
             if not self.dry_run:
                 self.store.remove_leftover(leftover)
-        print(f"{self.verb} {leftover.what} {label}, {human_size(size)}: {human_age(age)} old")
+        print(f"{self.verb} {leftover.what} {label}, {human_size(size)}: {human_age(now - newest)} old")
         self.freed, self.leftovers = self.freed + size, self.leftovers + 1

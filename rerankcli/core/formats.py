@@ -54,11 +54,18 @@ def _is_jsonl(path: Path) -> bool:
 
 
 def _json_records(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """Each line's JSON object. ``json`` recurses once per nesting level, so ``[[[[…`` a hundred
+    thousand deep raises RecursionError, and an integer of 5000 digits a plain ValueError."""
     for number, line in _lines(path, what):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UserError(f"{where(path, number)}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise UserError(f"{where(path, number)}: JSON nested too deeply (a line of a {what} file is "
+                            "one flat object)") from None
+        except ValueError as exc:
+            raise UserError(f"{where(path, number)}: invalid JSON ({str(exc).split(':')[0]})") from None
         if not isinstance(record, dict):
             raise UserError(f"{where(path, number)}: expected a JSON object per line")
         yield number, record

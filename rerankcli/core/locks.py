@@ -108,7 +108,10 @@ def claim_all(folder: Path, names: list[str], keep_files: bool = False) -> Itera
         for name in names:
             path = folder / name
             existed = path.exists()
-            fd = acquire(path, fcntl.LOCK_EX, wait=False)
+            try:
+                fd = acquire(path, fcntl.LOCK_EX, wait=False)
+            except (IsADirectoryError, NotADirectoryError):  # not a lock file rerank made: not ours to take
+                fd = None
             if fd is None:
                 break
             held.append((path, fd, not (keep_files and existed)))
@@ -145,6 +148,67 @@ def release_shared(folder: Path) -> None:
     with _shared_guard:
         for path in [p for p in _shared if p.parent == folder]:
             release(path, _shared.pop(path))
+
+
+def release_one_shared(path: Path) -> None:
+    """Let go of this process's shared lock on ``path`` (an entry it found damaged or gone)."""
+    with _shared_guard:
+        fd = _shared.pop(path, None)
+        if fd is not None:
+            release(path, fd)
+
+
+@contextlib.contextmanager
+def hold_excluding_readers(path: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold ``path``'s lock exclusively, waiting until every process sharing it has let go; then
+    keep sharing it until the process ends, as a reader of what the block wrote.
+
+    What replacing an entry needs (``rerank run --force``): a reader holds the shared lock from
+    the moment it decides to use an entry, so the entry cannot vanish under it. If this process
+    shares the lock already, its own lock is converted (a second open file would wait for
+    itself); flock drops the shared lock before taking the exclusive one, so two converting
+    processes cannot deadlock, and the path is checked again in case a pruner removed the file
+    meanwhile.
+    """
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _shared_guard:
+        fd = _shared.pop(path, None)
+    if fd is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            on_wait = lambda: None  # noqa: E731 - said once
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _names(path, fd):  # removed while we converted: start on the file the path names
+            os.close(fd)
+            fd = None
+    if fd is None:
+        fd = acquire(path, fcntl.LOCK_EX, on_wait=on_wait)
+        assert fd is not None
+    try:
+        yield
+    except BaseException:
+        release(path, fd)
+        raise
+    fcntl.flock(fd, fcntl.LOCK_SH)  # downgraded, never unlocked: no pruner slips in between
+    with _shared_guard:
+        if path in _shared:  # another thread took a shared lock of its own meanwhile
+            os.close(fd)
+        else:
+            _shared[path] = fd
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _release_shared_at_exit(pid: int = os.getpid()) -> None:

@@ -141,13 +141,14 @@ def resolve_package(spec: str) -> ResolvedModel:
 
 
 def check_model_folder(spec: str, folder: Path) -> None:
-    """A local folder is a model only with a readable config.json or modules.json: refused here,
-    in one line, before hashing every file below it (``model: ~`` would hash a home folder) and
-    before a library fails on it later with a traceback."""
-    markers = [folder / name for name in MODEL_MARKERS if (folder / name).exists()]
-    if not markers:
-        raise UserError(f"model {shown(spec)}: {folder} holds no config.json or modules.json, so it is not a "
-                        "transformers or sentence-transformers model folder")
+    """Refuse, in one line and before hashing, a local model folder that cannot be one: an empty
+    folder, or a config.json / modules.json that is not a regular file of valid JSON (transformers
+    would fail on it later with a traceback). A folder without either file stays allowed: a
+    backend registered by a plugin may read other formats."""
+    markers = [folder / name for name in MODEL_MARKERS if (folder / name).exists() or (folder / name).is_symlink()]
+    if not markers and not any(folder.iterdir()):
+        raise UserError(f"model {shown(spec)}: {folder} is an empty folder (a transformers or "
+                        "sentence-transformers model folder holds config.json or modules.json)")
     for marker in markers:
         check_regular(marker, "model config")
         if marker.stat().st_size > MAX_TEXT_BYTES:

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 
 from rerankcli.core.atomic import write_text
-from rerankcli.core.errors import shown
+from rerankcli.core.errors import RESOURCE_ERRNOS, shown
 
 SEAL = "seal.json"
 SEAL_FORMAT = 1
@@ -73,7 +73,7 @@ def read_seal(folder: Path) -> tuple[str, dict[str, tuple[int, str]]]:
         raise Damaged(f"{SEAL} is not text") from None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[..." deeper than the parser goes is no seal either
         raise Damaged(f"{SEAL} is not valid JSON") from None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(data, dict) or data.get("format") != SEAL_FORMAT or not isinstance(files, dict) or not files:
@@ -83,7 +83,8 @@ def read_seal(folder: Path) -> tuple[str, dict[str, tuple[int, str]]]:
         size = item.get("size") if isinstance(item, dict) else None
         digest = item.get("sha256") if isinstance(item, dict) else None
         if (type(size) is not int or size < 0 or not isinstance(digest, str) or not _SHA256.fullmatch(digest)
-                or not name or name.startswith("/") or ".." in name.split("/") or name == SEAL):
+                or not name or name.startswith("/") or ".." in name.split("/") or name == SEAL
+                or any(ord(c) < 32 for c in name)):  # NUL, a newline: no file rerank writes
             raise Damaged(f"{SEAL}: the record of {shown(name, 40)} is malformed")
         sealed[name] = (size, digest)
     return text, sealed
@@ -96,6 +97,10 @@ def check_sealed(folder: Path, sealed: dict[str, tuple[int, str]], digests: bool
             info = os.stat(folder / name)
         except (FileNotFoundError, NotADirectoryError):
             raise Damaged(f"{name}: missing") from None
+        except OSError as exc:  # a name too long, a loop of links: damage; EACCES and EIO propagate
+            if exc.errno in RESOURCE_ERRNOS:
+                raise
+            raise Damaged(f"{shown(name, 40)}: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
             raise Damaged(f"{name}: not a regular file")
         if info.st_size != size:

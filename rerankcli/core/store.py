@@ -7,6 +7,7 @@ Layout under the cache folder:
   locks/<key>.lock                                       held by the process computing a stage
   locks/<name>.use                                       shared by the processes reading an entry
   tmp/entry-<pid>-*                                      staging, renamed into place when complete
+  CACHEDIR.TAG, file-digests.json                        the cache's tag; remembered file digests
 An entry exists only once its folder is renamed into place, so a crash leaves no entry
 that looks complete, and two processes computing the same key cannot corrupt it. Its locks
 (``locks.py``) keep a second run from computing it again beside the first, and ``rerank
@@ -19,6 +20,11 @@ read as data: one warning line, then it is moved aside, deleted and computed aga
 
 Using an entry touches its seal's mtime: that is "last used" for ``rerank cache ls`` and
 ``prune``. Staging folders a process made and did not publish go when it exits.
+
+The first entry published into a cache folder (or read from one) tags it with ``CACHEDIR.TAG``
+(``cache_tag.py``): the mark ``rerank cache`` needs before it deletes anything there. A cache
+folder whose own folders (``stages``, ``locks``, ...) are files, or where no folder can be made
+(``/proc/self``), is refused in one line (exit 2) instead of failing deep inside ``mkdir``.
 """
 
 from __future__ import annotations
@@ -28,19 +34,26 @@ import contextlib
 import os
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rerankcli.core.atomic import publish_dir
-from rerankcli.core.entries import Entry, Leftover, entry_at, leftover_locks, list_entries, list_leftovers
-from rerankcli.core.errors import UserError, shown
+from rerankcli.core.atomic import publish_dir, write_text
+from rerankcli.core.cache_tag import TAG, TEXT, is_rerank_cache
+from rerankcli.core.entries import (Entry, Leftover, entry_at, leftover_locks, list_entries, list_foreign,
+                                    list_leftovers, staging_writer)
+from rerankcli.core.errors import UserError, is_resource_fault, shown
 from rerankcli.core.hashing import use_memo
-from rerankcli.core.locks import claim_all, hold_exclusive, hold_shared, release_shared
+from rerankcli.core.locks import (claim_all, hold_excluding_readers, hold_exclusive, hold_shared, release_one_shared,
+                                  release_shared)
 from rerankcli.core.paths import expand_path, file_above
 from rerankcli.core.seal import SEAL, Damaged, check_sealed, read_seal, write_seal
+from rerankcli.core.user_files import kind_of
+
+FOLDERS = ("stages", "artifacts", "journals", "locks", "tmp")  # the cache folder's own folders
 
 
 def default_cache_dir() -> Path:
@@ -64,12 +77,43 @@ def check_cache_folder(root: Path) -> None:
         raise UserError(f"cache folder {root}: {blocking} is a file, not a folder")
 
 
+def check_cache_layout(root: Path) -> None:
+    """Refuse a cache folder whose own folders (``stages``, ``locks``, ``tmp``, ...) are files,
+    before anything is computed: ``mkdir`` would fail only when the first result is stored."""
+    for name in FOLDERS:
+        blocking = _in_the_way(root, root / name)
+        if blocking is not None:
+            raise UserError(_not_a_folder(root, blocking))
+
+
+def _in_the_way(root: Path, folder: Path) -> Path | None:
+    """The first part of ``folder`` (below ``root``) that exists and is not a folder, if any."""
+    current = root
+    for name in folder.relative_to(root).parts:
+        current = current / name
+        if not os.path.lexists(current):
+            return None
+        if not current.is_dir():
+            return current
+    return None
+
+
+def _not_a_folder(root: Path, path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        what = "a file" if stat.S_ISREG(mode) else f"a {kind_of(mode)}"
+    except OSError:
+        what = "a broken link"
+    return f"cache folder {root}: {path.relative_to(root).as_posix()} is {what}, not a folder"
+
+
 # -- what this process holds: verified entries, its stagings ------------------------------------
 
 _verified: set[tuple[str, str]] = set()  # (entry folder, seal text) whose digests matched here
 _touched: set[str] = set()  # entries whose use this process has recorded
 _warned: set[str] = set()  # damaged entries already reported by this process
 _stagings: set[Path] = set()  # staging folders made by this process and not yet published
+_marked: set[str] = set()  # cache folders this process has tagged (or found tagged, or left untagged)
 
 
 def _tidy_up_at_exit(pid: int = os.getpid()) -> None:
@@ -105,7 +149,8 @@ class Store:
     def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
         self.root = root
         self.warn = warn or _stderr
-        use_memo(root / "file-digests.json")
+        check_cache_layout(root)
+        use_memo(root / "file-digests.json", warn=self.warn, before_write=self._mark)
 
     # -- stage entries ------------------------------------------------------------------------
 
@@ -127,7 +172,13 @@ class Store:
 
         The lock file is removed on release, so a finished or failed command leaves none.
         """
-        with hold_exclusive(self.root / "locks" / f"{key}.lock", on_wait):
+        path = self._folder(self.root / "locks") / f"{key}.lock"
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise UserError(f"cache folder {self.root}: locks/{path.name} is a {kind_of(mode)}, not a lock "
+                                "file; remove it")
+        with hold_exclusive(path, on_wait):
             yield
 
     # -- artefact entries ---------------------------------------------------------------------
@@ -146,8 +197,7 @@ class Store:
 
         Removed when the process exits if it was not published (an error on the way).
         """
-        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"entry-{os.getpid()}-", dir=self.root / "tmp"))
+        folder = Path(tempfile.mkdtemp(prefix=f"entry-{os.getpid()}-", dir=self._folder(self.root / "tmp")))
         _stagings.add(folder)
         return folder
 
@@ -171,21 +221,32 @@ class Store:
         return self._publish(staging, final, replace=True)
 
     def _publish(self, staging: Path, final: Path, replace: bool) -> Path:
+        entry = entry_at(self.root, final)
         try:
             text = write_seal(staging)
-            if os.path.lexists(final) and (replace or self.problem(final) is not None):
-                self.remove(final)  # publish_dir keeps what is there: a damaged entry must go first
+            self._folder(final.parent)
+            self._mark()
+            excluding = replace and entry is not None and os.path.lexists(final)
+            with self._excluding_readers(entry) if excluding else contextlib.nullcontext():
+                if os.path.lexists(final) and (replace or self.problem(final) is not None):
+                    self.remove(final)  # publish_dir keeps what is there: a damaged entry must go first
+                published = publish_dir(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         finally:
             _stagings.discard(staging)
-        if publish_dir(staging, final):
+        if published:
             _verified.add((str(final), text))
-        entry = entry_at(self.root, final)
         if entry is not None:
             self._hold_for_reading(entry)
         return final
+
+    def _excluding_readers(self, entry: Entry) -> contextlib.AbstractContextManager[None]:
+        """The entry's reading lock held exclusively: waits until no other command reads the entry,
+        so ``--force`` never deletes an entry another command is about to copy (one line if it waits)."""
+        return hold_excluding_readers(self.root / "locks" / entry.locks[-1], lambda: self.warn(
+            f"[cache] {entry.label}: waiting for the commands that read it to end before replacing it"))
 
     def remove(self, folder: Path) -> None:
         """Move ``folder`` aside in one rename (a reader sees all of it or nothing), then delete it."""
@@ -222,8 +283,9 @@ class Store:
     def _usable(self, entry: Entry) -> bool:
         if not os.path.lexists(entry.path):
             return False
-        self._hold_for_reading(entry)  # waits while `cache prune` is removing it
+        self._hold_for_reading(entry)  # waits while `cache prune` is removing it, or `--force` replacing it
         if not os.path.lexists(entry.path):
+            self._stop_reading(entry)
             return False
         problem = self.problem(entry.path)
         if problem is None:
@@ -234,6 +296,7 @@ class Store:
             self.warn(f"[cache] entry {entry.label} is damaged ({problem}); recomputing it")
         with contextlib.suppress(OSError):  # a read-only cache: publishing will say so
             self.remove(entry.path)
+        self._stop_reading(entry)  # a `--force` waiting for readers must not wait for this one
         return False
 
     def _record_use(self, folder: Path) -> None:
@@ -255,7 +318,56 @@ class Store:
 
     def _hold_for_reading(self, entry: Entry) -> None:
         """Share the entry's ``.use`` lock until the process ends, so `cache prune` leaves it be."""
+        self._mark(reading=True)
         hold_shared(self.root / "locks" / entry.locks[-1])
+
+    def _stop_reading(self, entry: Entry) -> None:
+        release_one_shared(self.root / "locks" / entry.locks[-1])
+
+    # -- the cache folder itself ------------------------------------------------------------------
+
+    def _folder(self, folder: Path) -> Path:
+        """``folder``, one of the cache's, made if need be; one line (exit 2) when a file of the
+        user's is in the way or no folder can be made there (``/proc/self``)."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if is_resource_fault(exc):
+                raise
+            blocking = _in_the_way(self.root, folder) if folder.is_relative_to(self.root) else None
+            if blocking is not None:
+                raise UserError(_not_a_folder(self.root, blocking)) from None
+            name = folder.relative_to(self.root).as_posix() if folder.is_relative_to(self.root) else str(folder)
+            raise UserError(f"cache folder {self.root}: cannot make its folder {name} "
+                            f"({exc.strerror or exc})") from None
+        return folder
+
+    def _mark(self, reading: bool = False) -> None:
+        """Tag the cache folder (``CACHEDIR.TAG``) before its first entry lands, once per process.
+
+        Not a folder holding files rerank did not write: the tag would make backup tools skip
+        them; one warning instead, and `rerank cache` keeps refusing that folder. ``reading``: the
+        cache may be read-only; a tag that cannot be written there is no error.
+        """
+        if str(self.root) in _marked:
+            return
+        try:
+            if not is_rerank_cache(self.root):
+                foreign = [] if os.path.lexists(self.root / TAG) else list_foreign(self.root)
+                if not foreign and not os.path.lexists(self.root / TAG):
+                    write_text(self.root / TAG, TEXT)
+                else:
+                    what = (f"has a {TAG} that is not rerank's" if not foreign else "holds files rerank did not write ("
+                            + ", ".join(p.relative_to(self.root).as_posix() for p in foreign[:2])
+                            + (", ..." if len(foreign) > 2 else "") + "; a tag would keep backups from saving them)")
+                    self.warn(f"[cache] {self.root} {what}, so it is not tagged as a rerank cache and `rerank cache` "
+                              "refuses it: give the cache a folder of its own")
+        except OSError as exc:
+            if not reading and is_resource_fault(exc):
+                raise
+            if not reading:
+                raise UserError(f"cache folder {self.root}: cannot write {TAG} there ({exc.strerror or exc})") from None
+        _marked.add(str(self.root))
 
     def close(self) -> None:
         """Let go of the reading locks this process holds in this cache (also done at exit)."""
@@ -281,9 +393,17 @@ class Store:
         """What killed processes left: staging folders, journals, lock files, half-deleted entries."""
         return list_leftovers(self.root)
 
-    def leftover_locks(self, leftover: Leftover) -> list[str] | None:
-        """The locks to claim before removing ``leftover``; None if a live process owns it."""
+    def foreign(self) -> list[Path]:
+        """What the cache folder holds that rerank did not write: listed, never removed."""
+        return list_foreign(self.root)
+
+    def leftover_locks(self, leftover: Leftover) -> list[str]:
+        """The locks to claim before removing ``leftover``: those of whoever could still be writing it."""
         return leftover_locks(leftover)
+
+    def writer_of(self, leftover: Leftover, newest: float, now: float) -> int | None:
+        """The pid of a live process that may still be writing a staging folder (``entries.staging_writer``)."""
+        return staging_writer(leftover.path, newest, now) if leftover.what == "staging folder" else None
 
     def remove_leftover(self, leftover: Leftover) -> None:
         """Delete it; a lock file goes by itself when its claim is let go."""

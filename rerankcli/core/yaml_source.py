@@ -23,6 +23,17 @@ Location = tuple[Any, ...]
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that records the line of every mapping key and sequence item."""
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A scalar PyYAML cannot build (``2001-13-45`` as a date, an integer of 5000 digits)
+        raises a plain ValueError without a line: make it a marked error at the value's line."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except ValueError as exc:
+            value = shown(node.value, 40) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {value} ({str(exc).split(':')[0]}); quote it to make it text",
+                node.start_mark) from None
+
 
 def _lines_of(node: yaml.Node, path: Location, lines: dict[Location, int], source: Path,
               seen: set[int] | None = None) -> None:

@@ -10,84 +10,93 @@ The journal is JSON lines, each written whole, flushed and fsync'd before the ne
 counts as done: a header naming the stage key (and shard), the method's prepared state (the
 answer tokens it chose for this model), then one line per query. A line cut short by a kill
 is dropped when the journal is reopened.
+
+Its lines are data the stage's run is made of, so they are read and checked like a shard
+file's (``results_format``): a line that is not whole, valid JSON of the format, or a result
+of this stage's query and candidates is damage. Damage in a journal is the cache's, not the
+user's input: the journal is cut before that line with one warning line naming it, and the
+queries it held are computed again.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rerankcli.core.atomic import append_line
-from rerankcli.core.user_files import open_regular
+from rerankcli.core.errors import shown
+from rerankcli.core.library_output import terminal
+from rerankcli.execution.results_format import FORMAT, Contents, header, parse_label, placement_problem, \
+    read_results, record_shape
 from rerankcli.rerank.llm_method import QueryResult
 
-FORMAT = 1
+__all__ = ["FORMAT", "Contents", "Journal", "QueryResult", "header"]
 
 
-def header(stage: str, key: str, shard: str | None = None) -> dict[str, Any]:
-    return {"journal": FORMAT, "stage": stage, "key": key, "shard": shard}
+def _stderr(message: str) -> None:
+    """The terminal's stderr, not the library log that ``sys.stderr`` is during a run."""
+    print(message, file=terminal(), flush=True)
 
 
-@dataclass
-class Contents:
-    """What a journal or shard file holds."""
+def _checker(head: dict[str, Any], candidates: dict[str, list[str]] | None) -> Callable[[str, QueryResult], str | None]:
+    """The check of each journaled result: a query of this journal's shard and input run, scoring
+    exactly its candidates, with a record of the same fields as the journal's first."""
+    stage, shard = str(head.get("stage")), parse_label(head.get("shard"))
+    first: list[tuple[str, dict[str, str]]] = []
 
-    header: dict[str, Any]
-    prepared: Any
-    results: dict[str, QueryResult]
-    valid_bytes: int
-
-
-def read_contents(path: Path) -> Contents | None:
-    """The complete lines of ``path``; None if it is missing or not a journal at all."""
-    if not os.path.lexists(path):
+    def check(qid: str, result: QueryResult) -> str | None:
+        problem = placement_problem(qid, result, stage, shard, candidates)
+        if problem:
+            return problem
+        shape = record_shape(result.record)
+        if not first:
+            first.append((qid, shape))
+        elif shape != first[0][1]:
+            return (f"query {shown(qid)}: its record has fields {shown(shape, 120)}, unlike query "
+                    f"{shown(first[0][0])} ({shown(first[0][1], 120)})")
         return None
-    with open_regular(path, "journal or shard") as handle:  # a FIFO or device: one line, no wait
-        data = handle.read()
-    contents: Contents | None = None
-    offset = 0
-    while (end := data.find(b"\n", offset)) >= 0:
-        try:
-            item = json.loads(data[offset:end])
-        except ValueError:
-            break  # a torn or corrupted line: everything from here on is discarded
-        if contents is None:
-            if not isinstance(item, dict) or item.get("journal") != FORMAT:
-                return None
-            contents = Contents(item, None, {}, 0)
-        elif "prepared" in item:
-            contents.prepared = item["prepared"]
-        else:
-            qid, result = QueryResult.from_line(item)
-            contents.results[qid] = result
-        offset = end + 1
-        contents.valid_bytes = offset
-    return contents
+
+    return check
 
 
 class Journal:
-    """The journal of one stage key (and shard) in the cache's ``journals/`` folder."""
+    """The journal of one stage key (and shard) in the cache's ``journals/`` folder.
 
-    def __init__(self, path: Path, head: dict[str, Any]) -> None:
+    ``candidates``: the input run's queries, each with the documents the stage reranks; a
+    journaled result must score exactly those (None: only the journal's shard is checked).
+    ``warn`` receives the one line about a damaged journal.
+    """
+
+    def __init__(self, path: Path, head: dict[str, Any], candidates: dict[str, list[str]] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.path, self.header = path, head
         self.prepared: Any = None
         self.results: dict[str, QueryResult] = {}
-        found = read_contents(path)
+        self._noted = False  # a 'prepared' line is in the file
+        found = read_results(path, "journal", _checker(head, candidates)) if os.path.lexists(path) else None
         if found is not None and found.header == head:
-            self.prepared, self.results = found.prepared, found.results
-            with open(path, "r+b") as handle:  # drop a torn last line before appending
+            if found.damage:
+                (warn or _stderr)(f"[{head['stage']}] damaged journal line {found.damage}; the journal is cut "
+                                  f"there (keeping the {len(found.results)} queries before it), the rest is "
+                                  "computed again")
+            self.prepared, self.results, self._noted = found.prepared, found.results, found.has_prepared
+            with open(path, "r+b") as handle:  # drop a torn or damaged line (and all after it) before appending
                 handle.truncate(found.valid_bytes)
         else:
+            if found is not None and found.damage and not found.header:
+                (warn or _stderr)(f"[{head['stage']}] damaged journal line {found.damage}; the journal is "
+                                  "started again")
             path.parent.mkdir(parents=True, exist_ok=True)
             self._write(head, create=True)
 
     def note_prepared(self, prepared: Any) -> None:
-        """Record the method's prepared state once (before the first result that used it)."""
-        if self.prepared is None:
-            self.prepared = prepared
+        """Record the method's prepared state once (before the first result that used it); a
+        method whose state is None notes it once too, not again on every resume."""
+        if not self._noted:
+            self.prepared, self._noted = prepared, True
             self._write({"prepared": prepared})
 
     def add(self, qid: str, result: QueryResult) -> None:

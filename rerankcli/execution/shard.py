@@ -9,29 +9,26 @@ A sharded LLM rerank stage writes its per-query results (the journal format) to
 all there and were all made by the same stage key, then joins them; an unsharded ``rerank
 run`` joins whatever matching shards exist and computes the queries they lack.
 
-A shard file is read strictly before anything is joined: every line whole, valid JSON, with
-the fields and types the journal writes and finite scores; each query of its own shard and of
-the input run, scoring exactly that query's candidates. Anything else is one line naming the
-file and line, and the stage's journal is not touched.
+A shard file is read strictly before anything is joined, by the reader and validator it shares
+with journals (``results_format``): every line whole, valid JSON, with the fields and types the
+journal writes and finite scores; each query of the input run and of its own shard, scoring
+exactly that query's candidates. Anything else is one line naming the file and line (exit 2),
+and the stage's journal is not touched.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.runs import Run
 from rerankcli.core.store import Store
-from rerankcli.core.user_files import open_regular
-from rerankcli.execution.journal import FORMAT, Contents, Journal, header
-from rerankcli.llm.accounting import USAGE_FIELDS, Usage
+from rerankcli.execution.journal import Journal
+from rerankcli.execution.results_format import Contents, header, placement_problem, read_results, record_shape, \
+    shard_index
 from rerankcli.rerank.llm_method import QueryResult
 
 _SPEC = re.compile(r"^(\d+)/(\d+)$")
@@ -49,14 +46,15 @@ class Shard:
         if not match:
             raise UserError(f"--shard {text!r}: write it as i/N, e.g. 0/4 for the first of four shards")
         index, count = int(match.group(1)), int(match.group(2))
-        if count < 1 or index >= count:
+        if count < 1:
+            raise UserError(f"--shard {text}: the number of shards N in i/N must be at least 1")
+        if index >= count:
             raise UserError(f"--shard {text}: the index counts from 0 and must be below the number of "
-                            f"shards (0/{max(count, 1)} to {max(count, 1) - 1}/{max(count, 1)})")
+                            f"shards ({'0/1' if count == 1 else f'0/{count} to {count - 1}/{count}'})")
         return cls(index, count)
 
     def selects(self, qid: str) -> bool:
-        digest = hashlib.sha256(qid.encode()).digest()
-        return int.from_bytes(digest[:8], "big") % self.count == self.index
+        return shard_index(qid, self.count) == self.index
 
     @property
     def label(self) -> str:
@@ -81,17 +79,8 @@ def shard_files(output: Path, stage: str) -> dict[Path, Shard]:
     return found
 
 
-@dataclass
-class ShardContents(Contents):
-    """A shard file's contents, with where they came from (for messages)."""
-
-    path: Path = Path()
-    lines: dict[str, int] = field(default_factory=dict)  # query id -> its line
-
-
-RESULT_FIELDS = ("qid", "scores", "record", "usage", "by")
-#: one query's result: its candidates' scores and a short record (10,000 candidates take ~1 MiB)
-MAX_SHARD_LINE = 64 << 20
+#: what a shard file holds (with its path and each query's line, for messages)
+ShardContents = Contents
 
 
 def read_shard(path: Path, shard: Shard) -> ShardContents:
@@ -99,100 +88,32 @@ def read_shard(path: Path, shard: Shard) -> ShardContents:
 
     A journal may end in a torn line (a kill mid-write; it is dropped and recomputed), but a
     shard file is copied whole from a finished journal: a bad or cut line in it is damage, and
-    joining it would rank documents by whatever survived.
+    joining it would rank documents by whatever survived. Where each query belongs is checked
+    once the input run is known (``check_placement``).
     """
-    contents = ShardContents({}, None, {}, 0, path)
-    with open_regular(path, "shard result") as handle:
-        for number, raw in enumerate(iter(lambda: handle.readline(MAX_SHARD_LINE + 1), b""), start=1):
-            at = where(path, number)
-            if len(raw) > MAX_SHARD_LINE:
-                raise UserError(f"{at}: the line is longer than {MAX_SHARD_LINE >> 20} MiB; no query's result is")
-            if not raw.endswith(b"\n"):
-                raise UserError(f"{at}: the line is cut short (the file ends without a newline): the shard "
-                                f"was not written whole; delete it and run shard {shard.label} again")
-            try:
-                item = json.loads(raw)
-            except UnicodeDecodeError:
-                raise UserError(f"{at}: not valid UTF-8") from None
-            except ValueError as exc:
-                raise UserError(f"{at}: not valid JSON ({str(exc).split(':')[0]})") from None
-            if number == 1:
-                contents.header = _header(item, path, shard)
-            elif isinstance(item, dict) and set(item) == {"prepared"}:
-                if contents.prepared is not None or contents.results:
-                    raise UserError(f"{at}: a second 'prepared' line, or one after the results")
-                contents.prepared = item["prepared"]
-            else:
-                qid, result = _result(item, at, shard)
-                if qid in contents.results:
-                    raise UserError(f"{at}: query {shown(qid)} appears twice (first on line {contents.lines[qid]})")
-                contents.results[qid], contents.lines[qid] = result, number
-            contents.valid_bytes += len(raw)
+    contents = read_results(path, "shard result")
+    if contents.header and contents.header.get("shard") != shard.label:
+        raise UserError(f"{where(path, 1)}: the header says shard {shown(contents.header.get('shard'))}, the file "
+                        f"name shard {shard.label}")
+    if contents.damage:
+        raise UserError(contents.damage)
+    if contents.torn is not None:
+        raise UserError(f"{where(path, contents.torn)}: the line is cut short (the file ends without a newline): "
+                        f"the shard was not written whole; delete it and run shard {shard.label} again")
     if not contents.header:
         raise UserError(f"{path}: the shard result file is empty; delete it and run shard {shard.label} again")
     return contents
 
 
-def _header(item: object, path: Path, shard: Shard) -> dict[str, Any]:
-    if not isinstance(item, dict) or item.get("journal") != FORMAT or not isinstance(item.get("stage"), str) \
-            or not isinstance(item.get("key"), str):
-        raise UserError(f"{where(path, 1)}: not a shard result file of rerankcli (its first line is not a shard header)")
-    if item.get("shard") != shard.label:
-        raise UserError(f"{where(path, 1)}: the header says shard {shown(item.get('shard'))}, the file name "
-                        f"shard {shard.label}")
-    return item
+def matching_shards(output: Path, stage: str, key: str, qids: list[str] | None = None,
+                    candidates: dict[str, list[str]] | None = None
+                    ) -> tuple[dict[Shard, ShardContents], list[str]]:
+    """Shards of ``stage`` made by stage key ``key``, and one line per shard file that is not.
 
-
-def _result(item: object, at: str, shard: Shard) -> tuple[str, QueryResult]:
-    """One query's line, every field of the type the journal writes."""
-    if not isinstance(item, dict):
-        raise UserError(f"{at}: expected a JSON object (one query's result), found {type(item).__name__}")
-    missing = [name for name in RESULT_FIELDS if name not in item]
-    if missing:
-        raise UserError(f"{at}: missing field '{missing[0]}' (a query's result has {', '.join(RESULT_FIELDS)})")
-    unknown = sorted(set(item) - set(RESULT_FIELDS))
-    if unknown:
-        raise UserError(f"{at}: unknown field {shown(unknown[0])}")
-    qid, scores, record, usage, by = (item[name] for name in RESULT_FIELDS)
-    if not isinstance(qid, str) or not qid:
-        raise UserError(f"{at}: field 'qid' must be a non-empty string, found {shown(qid)}")
-    if not shard.selects(qid):
-        raise UserError(f"{at}: query {shown(qid)} belongs to another shard than {shard.label}; "
-                        "the file was edited or renamed")
-    label = f"query {shown(qid)}"
-    if not isinstance(scores, dict) or not scores:
-        raise UserError(f"{at}: {label}: field 'scores' must map document ids to scores")
-    for docid, score in scores.items():
-        if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise UserError(f"{at}: {label}: the score of document {shown(docid)} is not a number: {shown(score)}")
-        if not math.isfinite(score):
-            raise UserError(f"{at}: {label}: the score of document {shown(docid)} is not finite ({score})")
-    if not isinstance(record, dict):
-        raise UserError(f"{at}: {label}: field 'record' must be a JSON object")
-    if not isinstance(by, str):
-        raise UserError(f"{at}: {label}: field 'by' must be a string")
-    return qid, QueryResult({d: float(s) for d, s in scores.items()}, record, _usage(usage, at, label), by)
-
-
-def _usage(usage: object, at: str, label: str) -> Usage:
-    def count(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-    fields = ("requests", *USAGE_FIELDS)
-    if not isinstance(usage, dict) or set(usage) != set(fields):
-        raise UserError(f"{at}: {label}: field 'usage' must hold exactly {', '.join(fields)}")
-    requests = usage["requests"]
-    if not isinstance(requests, dict) or not all(isinstance(k, str) and count(v) for k, v in requests.items()):
-        raise UserError(f"{at}: {label}: 'usage.requests' must map request kinds to counts")
-    bad = [name for name in USAGE_FIELDS if not count(usage[name])]
-    if bad:
-        raise UserError(f"{at}: {label}: 'usage.{bad[0]}' must be a count (an integer >= 0), "
-                        f"found {shown(usage[bad[0]])}")
-    return Usage.from_json(usage)
-
-
-def matching_shards(output: Path, stage: str, key: str) -> tuple[dict[Shard, ShardContents], list[str]]:
-    """Shards of ``stage`` made by stage key ``key``, and one line per shard file that is not."""
+    Every query of a matching shard is checked to belong there (``check_placement``) against
+    what the caller knows of the input run: each query's ``candidates``, else its ``qids``,
+    else only the shard its id hashes to; and their records agree (``check_records``).
+    """
     matching: dict[Shard, ShardContents] = {}
     foreign: list[str] = []
     for path, shard in shard_files(output, stage).items():
@@ -202,6 +123,10 @@ def matching_shards(output: Path, stage: str, key: str) -> tuple[dict[Shard, Sha
                            f"(stage key {str(contents.header.get('key'))[:12]}, this pipeline's is {key[:12]})")
         else:
             matching[shard] = contents
+    for shard, contents in sorted(matching.items(), key=lambda item: (item[0].count, item[0].index)):
+        known = candidates if candidates is not None else _scored(contents, qids) if qids is not None else None
+        check_placement(contents, shard, stage, known)
+    check_records([c for _, c in sorted(matching.items(), key=lambda item: (item[0].count, item[0].index))])
     return matching, foreign
 
 
@@ -210,26 +135,14 @@ def candidate_ids(run: Run, depth: int) -> dict[str, list[str]]:
     return {qid: [docid for docid, _ in run.ranked(qid)[:depth]] for qid in run.qids}
 
 
-def check_candidates(contents: ShardContents, stage: str, candidates: dict[str, list[str]]) -> None:
-    """Every result of a shard scores exactly its query's candidates, and the query is in the input run.
-
-    A document that was not a candidate would be ranked above the rest by its score alone,
-    and a candidate without a score would drop out of the run.
-    """
+def check_placement(contents: ShardContents, shard: Shard, stage: str,
+                    candidates: dict[str, list[str]] | None) -> None:
+    """Every result of a shard is a query of the input run and of this shard, scoring exactly
+    its query's candidates (``results_format.placement_problem``, as for journals)."""
     for qid, result in contents.results.items():
-        at = where(contents.path, contents.lines[qid])
-        if qid not in candidates:
-            raise UserError(f"{at}: query {shown(qid)} is not in the input run of stage '{stage}'; the shard "
-                            "was made from another input run")
-        wanted = candidates[qid]
-        extra = sorted(set(result.scores) - set(wanted))
-        if extra:
-            raise UserError(f"{at}: query {shown(qid)}: document {shown(extra[0])} was not one of its "
-                            f"{len(wanted)} candidates in the input run of stage '{stage}'")
-        lacking = [docid for docid in wanted if docid not in result.scores]
-        if lacking:
-            raise UserError(f"{at}: query {shown(qid)}: candidate {shown(lacking[0])} has no score "
-                            f"({len(lacking)} of {len(wanted)} lack one)")
+        problem = placement_problem(qid, result, stage, (shard.index, shard.count), candidates)
+        if problem:
+            raise UserError(f"{where(contents.path, contents.lines[qid])}: {problem}")
 
 
 def _scored(contents: ShardContents, qids: list[str]) -> dict[str, list[str]]:
@@ -247,7 +160,7 @@ def check_records(shards: list[ShardContents]) -> None:
     first: tuple[dict[str, str], str] | None = None
     for contents in shards:
         for qid, result in sorted(contents.results.items(), key=lambda item: contents.lines[item[0]]):
-            shape = {name: type(value).__name__ for name, value in result.record.items()}
+            shape = record_shape(result.record)
             at = where(contents.path, contents.lines[qid])
             if first is None:
                 first = (shape, at)
@@ -259,7 +172,7 @@ def check_records(shards: list[ShardContents]) -> None:
 def join_shards(output: Path, stage: str, key: str, qids: list[str],
                 candidates: dict[str, list[str]] | None = None) -> tuple[object, dict[str, QueryResult]]:
     """Every query's result from a complete set of matching shards, or one clear error."""
-    matching, foreign = matching_shards(output, stage, key)
+    matching, foreign = matching_shards(output, stage, key, qids, candidates)
     if foreign:
         raise UserError(f"stage '{stage}': {foreign[0]}; delete it or run that shard again")
     if not matching:
@@ -278,7 +191,6 @@ def join_shards(output: Path, stage: str, key: str, qids: list[str],
     prepared = None
     for shard, contents in sorted(matching.items(), key=lambda item: item[0].index):
         prepared = prepared if prepared is not None else contents.prepared
-        check_candidates(contents, stage, candidates or _scored(contents, qids))
         wanted = {q for q in qids if shard.selects(q)}
         lacking = sorted(wanted - set(contents.results))
         if lacking:
@@ -286,7 +198,6 @@ def join_shards(output: Path, stage: str, key: str, qids: list[str],
                             f"missing ({len(lacking)} of the shard's {len(wanted)} queries); the shard was made "
                             f"from another input run, or cut: run shard {shard.label} again")
         results.update(contents.results)
-    check_records(list(matching.values()))
     return prepared, results
 
 
@@ -296,24 +207,23 @@ def stage_journal(store: Store, output: Path, stage: str, key: str, forced: bool
     """The journal of an unsharded per-query stage, seeded with what its shards computed.
 
     Forced: a fresh journal. ``rerank merge``: every shard must be there (``join_shards``).
-    ``rerank run``: whatever matching shards exist are joined, and the rest is computed.
+    ``rerank run``: whatever matching shards exist are joined, and the rest is computed. The
+    journal left by a killed run is checked against ``candidates`` like a shard, and cut where
+    it is damaged, with one line where the store reports damaged cache entries (even with -q).
     """
     path = store.journal_path(key)
     if forced:
         path.unlink(missing_ok=True)
-        return Journal(path, header(stage, key))
+        return Journal(path, header(stage, key), candidates, warn=store.warn)
     if merge_only:  # every shard checked before the journal is touched: a refusal leaves no trace
         prepared, results = join_shards(output, stage, key, qids, candidates)
-        journal = Journal(path, header(stage, key))
+        journal = Journal(path, header(stage, key), candidates, warn=store.warn)
         journal.seed(prepared, results)
         return journal
-    matching, foreign = matching_shards(output, stage, key)
-    for contents in matching.values():
-        check_candidates(contents, stage, candidates or _scored(contents, qids))
-    check_records(list(matching.values()))
+    matching, foreign = matching_shards(output, stage, key, qids, candidates)
     for line in foreign:
         log(f"[{stage}] note: ignoring {line}")
-    journal = Journal(path, header(stage, key))
+    journal = Journal(path, header(stage, key), candidates, warn=store.warn)
     joined = sum(journal.seed(c.prepared, c.results) for c in matching.values())
     if joined:
         log(f"[{stage}] joined {joined} queries from {len(matching)} shard result files")

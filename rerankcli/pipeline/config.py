@@ -7,7 +7,8 @@ Before a config class reads a mapping, what pydantic would silently accept is re
 expanded here, for every class alike (``_user_values``): ``~`` and ``$VAR`` in path fields
 (``core/paths.py``), empty paths, ``true`` where a number belongs, and ``.nan``/``.inf``.
 After the stages are read: stage names that are one file name on a case-insensitive file
-system, and a run's metric that two evaluate stages would both write into ``metrics.json``.
+system or that the command line reserves (``all``: ``--force all`` forces every stage), and a
+run's metric that two evaluate stages would both write into ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ MAX_NAME = 100
 #: names Windows reserves for devices, whatever the extension (``nul.trec`` is the null device)
 WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
                              *(f"lpt{i}" for i in range(1, 10))})
+
+
+#: stage names that mean something else on the command line
+RESERVED_NAMES = {"all": "'all' is reserved: `rerank run --force all` recomputes every stage, so this stage "
+                         "could not be forced on its own"}
 
 
 def unportable(name: str) -> str | None:
@@ -304,6 +310,8 @@ def _wire(stages: list[StageConfig], fail, line: Callable[[int], int | None] = l
         problem = unportable(stage.name)
         if problem:
             raise fail(index, ("name",), f"{label}: field 'name': the stem of its output files {problem}")
+        if stage.name in RESERVED_NAMES:
+            raise fail(index, ("name",), f"{label}: field 'name': {RESERVED_NAMES[stage.name]}; choose another name")
         folded[stage.name.casefold()] = index
         named = stage.input_names()
         if named == [] and stage.reads != "none":

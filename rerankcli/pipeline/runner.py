@@ -29,13 +29,15 @@ from rerankcli.core.atomic import copy_file, write_text
 from rerankcli.core.dataset import Dataset
 from rerankcli.core.errors import Interrupted, UserError
 from rerankcli.core.hashing import save_memo
+from rerankcli.core.library_output import terminal
 from rerankcli.core.runs import Run, read_run, write_run
 from rerankcli.core.stage import Context, StageConfig, StageOutput
 from rerankcli.core.store import Store, check_cache_folder, default_cache_dir
 from rerankcli.execution.executor import execute
 from rerankcli.execution.executor_config import ExecutorConfig
 from rerankcli.execution.journal import Journal, header
-from rerankcli.execution.shard import Shard, candidate_ids, matching_shards, shard_folder, stage_journal
+from rerankcli.execution.shard import (Shard, candidate_ids, check_placement, matching_shards, shard_folder,
+                                       stage_journal)
 from rerankcli.llm.registry import OpenBackends
 from rerankcli.pipeline.config import Pipeline
 from rerankcli.pipeline.outputs import check_outputs_do_not_overwrite_inputs, export
@@ -78,7 +80,7 @@ class Runner:
         self.pipeline = pipeline
         root = cache_dir or pipeline.cache or default_cache_dir()
         check_cache_folder(root)
-        self.store = Store(root, warn=lambda message: self.log(message))  # damaged entries: one line in the log
+        self.store = Store(root, warn=lambda message: print(message, file=terminal(), flush=True))  # shown even with -q
         self.force = force or set()
         unknown = self.force - {"*"} - {s.name for s in pipeline.stages}
         if unknown:
@@ -268,17 +270,20 @@ class Runner:
         path = self.store.journal_path(key, self.shard)
         if forced:
             path.unlink(missing_ok=True)
-        journal = Journal(path, header(stage.name, key, self.shard.label))
-        matching, _ = matching_shards(self.pipeline.output, stage.name, key)
-        if self.shard in matching and not forced:
-            journal.seed(matching[self.shard].prepared, matching[self.shard].results)
-            self.log(f"[{stage.name}] shard {self.shard.label} already done ({key[:12]})")
-        else:
-            self.log(f"[{stage.name}] running shard {self.shard.label} ({key[:12]})")
         runs = []
         for name in inputs:
             run = self._shard_runs.get(name) or self._input_run(keys[name][0])
             runs.append(Run({q: docs for q, docs in run.scores.items() if self.shard.selects(q)}))
+        depth = getattr(stage, "depth", None)  # the journal and shard file must score exactly these
+        candidates = candidate_ids(runs[0], depth) if depth is not None else None
+        journal = Journal(path, header(stage.name, key, self.shard.label), candidates, warn=self.store.warn)
+        matching, _ = matching_shards(self.pipeline.output, stage.name, key)
+        if self.shard in matching and not forced:
+            check_placement(matching[self.shard], self.shard, stage.name, candidates)
+            journal.seed(matching[self.shard].prepared, matching[self.shard].results)
+            self.log(f"[{stage.name}] shard {self.shard.label} already done ({key[:12]})")
+        else:
+            self.log(f"[{stage.name}] running shard {self.shard.label} ({key[:12]})")
         self._journal = journal
         output, started_at, wall = self._execute(stage, runs, journal)
         assert output.run is not None

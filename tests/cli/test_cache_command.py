@@ -15,8 +15,10 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DEMO, assert_user_error, snapshot
+from tests.conftest import DEMO, Result, assert_user_error, snapshot
 
 DATASET = "dataset: {corpus: data/corpus.jsonl, queries: data/queries.tsv, qrels: data/qrels.txt}\n"
 BM25 = "  - {name: bm25, type: retrieve, method: bm25, k: 10}\n"
@@ -136,6 +138,11 @@ def _same_size_edit(name: str) -> Callable[[Path], str]:
     return damage
 
 
+def _nested_seal(folder: Path) -> str:
+    (folder / "seal.json").write_text("[" * 100_000)  # a RecursionError in the parser, not a ValueError
+    return "seal.json is not valid JSON"
+
+
 def _garbage_seal(folder: Path) -> str:
     (folder / "seal.json").write_bytes(bytes(range(256)))
     return "seal.json is not text"
@@ -155,6 +162,7 @@ DAMAGES = {
     "stage run with one bit flipped": Damage("bm25", _same_size_edit("run.trec")),
     "stage seal is garbage": Damage("bm25", _garbage_seal),
     "stage entry from before seals (unsealed)": Damage("bm25", _delete("seal.json")),
+    "stage seal nested 100000 deep": Damage("bm25", _nested_seal),
     "evaluate entry's metrics with one bit flipped": Damage("eval", _same_size_edit("metrics.json")),
     "BM25 index: docids truncated": Damage("bm25s-index", _truncate("docids.json"), ("--force", "bm25")),
     "BM25 index: a matrix file deleted": Damage("bm25s-index", _delete("data.csc.index.npy"), ("--force", "bm25")),
@@ -416,11 +424,12 @@ def test_prune_removes_leftovers_of_killed_runs_only_when_old(rerank, filled: Pa
     root = filled
     cache = root / "cache"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    files = {cache / "tmp" / f"entry-{dead.stdout.strip()}-old" / "run.trec": "q1 Q0 d1 1",
-             cache / "journals" / "a.jsonl": '{"qid": "q01"}\n', cache / "locks" / "b.lock": "",
-             cache / "stages" / f".{'0' * 64}.deleting-{dead.stdout.strip()}-ab12" / "run.trec": "q1 Q0 d2"}
-    fresh = {cache / "journals" / "fresh.jsonl": '{"qid": "q02"}\n',
-             cache / "tmp" / f"entry-{dead.stdout.strip()}-new" / "run.trec": "q1 Q0 d3 1"}
+    pid = dead.stdout.strip()
+    files = {cache / "tmp" / f"entry-{pid}-old_0000" / "run.trec": "q1 Q0 d1 1",
+             cache / "journals" / f"{'a' * 64}.jsonl": '{"qid": "q01"}\n', cache / "locks" / f"{'b' * 64}.lock": "",
+             cache / "stages" / f".{'0' * 64}.deleting-{pid}-ab12cd34" / "run.trec": "q1 Q0 d2"}
+    fresh = {cache / "journals" / f"{'c' * 64}.jsonl": '{"qid": "q02"}\n',
+             cache / "tmp" / f"entry-{pid}-new_0000" / "run.trec": "q1 Q0 d3 1"}
     old = time.time() - 40 * DAY
     for path, text in {**files, **fresh}.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -433,13 +442,297 @@ def test_prune_removes_leftovers_of_killed_runs_only_when_old(rerank, filled: Pa
     result = rerank("cache", "prune", "--older-than", "30d", cwd=root)
     assert result.code == 0 and result.err == "", result.err
     assert sorted(result.out.splitlines()[:-1]) == sorted([
-        f"removed staging folder tmp/entry-{dead.stdout.strip()}-old, 10 B: 40d old",
-        f"removed entry being deleted stages/.{'0' * 64}.deleting-{dead.stdout.strip()}-ab12, 8 B: 40d old",
-        "removed journal journals/a.jsonl, 15 B: 40d old", "removed lock file locks/b.lock, 0 B: 40d old"])
+        f"removed staging folder tmp/entry-{pid}-old_0000, 10 B: 40d old",
+        f"removed entry being deleted stages/.{'0' * 64}.deleting-{pid}-ab12cd34, 8 B: 40d old",
+        f"removed journal journals/{'a' * 64}.jsonl, 15 B: 40d old", f"removed lock file locks/{'b' * 64}.lock, 0 B: 40d old"])
     assert result.out.splitlines()[-1].startswith("freed 33 B: 0 entries and 4 leftovers removed; 3 entries")
     assert snapshot(root) == {p: c for p, c in before.items() if p not in {str(f) for f in files}}
     assert not any(path.parent.exists() for path in files if path.parent.name.startswith((".", "entry-")))
     assert all(path.exists() for path in fresh)  # younger than 30 days: perhaps a run still writing it
+
+
+def test_prune_reports_a_killed_stages_journal_and_lock_file_once_each(rerank, filled: Path) -> None:
+    """Removing the journal claims its stage lock, which took the lock file with it: it was reported as
+    "removed lock file ..., 0 B: 20789d old" (an mtime of 0) on top of the lock file's own line."""
+    root, key = filled, "d" * 64
+    journal, lock = root / "cache" / "journals" / f"{key}.jsonl", root / "cache" / "locks" / f"{key}.lock"
+    journal.parent.mkdir(exist_ok=True)
+    journal.write_text('{"qid": "q01"}\n')
+    lock.write_text("")
+    for path in (journal, lock):
+        os.utime(path, (time.time() - 2 * DAY,) * 2)
+    before = snapshot(root)
+    result = rerank("cache", "prune", "--older-than", "1d", cwd=root)
+    assert result.code == 0 and result.err == "", result.err
+    assert result.out.splitlines() == [
+        f"removed lock file locks/{key}.lock, 0 B: 2d old", f"removed journal journals/{key}.jsonl, 15 B: 2d old",
+        result.out.splitlines()[-1]]
+    assert result.out.splitlines()[-1].startswith("freed 15 B: 0 entries and 2 leftovers removed; 3 entries")
+    assert snapshot(root) == {p: c for p, c in before.items() if p not in {str(journal), str(lock)}}
+    nothing_left_behind(root)
+
+
+def test_prune_goes_by_age_and_process_start_for_staging_folders(rerank, filled: Path) -> None:
+    """A pid in a staging folder's name is trusted only while a process with that pid runs that
+    started before the folder's last write, and for a day at most (pids are reused; a cache shared
+    between machines holds other machines' pids). Pid 1 is always alive: that kept its folders forever."""
+    root = filled
+    for kind in ("bm25", "eval", "bm25s-index"):
+        set_last_used(entry(root, kind), -1)  # used "tomorrow": only leftovers are older than --older-than 1s
+    tmp = root / "cache" / "tmp"
+    tmp.mkdir(exist_ok=True)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        time.sleep(0.2)
+        being_written = tmp / f"entry-{writer.pid}-live_000"  # made after its process started
+        reused = tmp / f"entry-{writer.pid}-reused00"  # last written before that process started
+        abandoned = tmp / "entry-1-abandon0"  # untouched for two days
+        for folder, age in ((being_written, 0), (reused, 3600), (abandoned, 2 * DAY)):
+            (folder / "run.trec").parent.mkdir()
+            (folder / "run.trec").write_text("q1 Q0 d1 1")
+            when = time.time() - age
+            os.utime(folder / "run.trec", (when, when))
+            os.utime(folder, (when, when))
+        time.sleep(2.1)
+        before = snapshot(root)
+        result = rerank("cache", "prune", "--older-than", "1s", cwd=root)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert result.code == 0 and result.err == "", result.err
+    assert result.out.splitlines()[:3] == [
+        f"removed staging folder tmp/{abandoned.name}, 10 B: 2d old",
+        f"skipped staging folder tmp/{being_written.name}: process {writer.pid} may still be writing it (a staging "
+        "folder counts as abandoned once untouched for 1d)",
+        f"removed staging folder tmp/{reused.name}, 10 B: 1h old"]
+    gone = {str(abandoned / "run.trec"), str(reused / "run.trec")}
+    assert snapshot(root) == {p: c for p, c in before.items() if p not in gone}
+    assert being_written.is_dir() and not abandoned.exists() and not reused.exists()
+
+
+# -- a folder that is not a rerank cache: refused, nothing deleted ----------------------------------
+
+def user_folder(folder: Path) -> Path:
+    """The issue's case: a user's folder that happens to hold tmp/, stages/, journals/ and locks/."""
+    for name, text in {"tmp/project/notes.txt": "x\n", "stages/thesis/draft.tex": "x\n", "journals/2025.md": "y\n",
+                       "locks/gpg.lock": "z\n"}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    old = time.time() - 10 * DAY
+    for path in folder.rglob("*"):
+        os.utime(path, (old, old))
+    return folder
+
+
+NOT_A_CACHE = {
+    "ls": ("cache", "ls"),
+    "ls --format json": ("cache", "ls", "--format", "json"),
+    "verify": ("cache", "verify"),
+    "prune --older-than": ("cache", "prune", "--older-than", "1d"),
+    "prune --max-size 0": ("cache", "prune", "--max-size", "0"),
+    "prune --damaged": ("cache", "prune", "--damaged"),
+    "prune --dry-run": ("cache", "prune", "--older-than", "1d", "--dry-run"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_A_CACHE))
+def test_cache_commands_refuse_a_folder_that_is_not_a_rerank_cache(rerank, root: Path, name: str) -> None:
+    folder = user_folder(root / "F")
+    before = snapshot(root)
+    result = rerank(*NOT_A_CACHE[name], "--cache-dir", folder, cwd=root)
+    assert_user_error(result, f"{folder} is not a rerank cache (no CACHEDIR.TAG)", f"`rerank {' '.join(NOT_A_CACHE[name][:2])}`",
+                      "gets it from its next `rerank run` or `rerank index`")
+    assert result.out == "" and snapshot(root) == before
+
+
+def test_prune_dry_run_of_the_root_folder_is_refused(rerank, root: Path) -> None:
+    """`--cache-dir /` listed every child of /tmp as a leftover to remove."""
+    result = rerank("cache", "prune", "--older-than", "1d", "--dry-run", "--cache-dir", "/", cwd=root)
+    assert_user_error(result, "/ is not a rerank cache (no CACHEDIR.TAG)")
+    assert result.out == ""
+
+
+@pytest.mark.parametrize("folders", [(), ("tmp", "locks", "artifacts/bm25s-index")],
+                         ids=["empty", "only empty folders of rerank's (a first run stopped before its first entry)"])
+@pytest.mark.parametrize("command", [("ls",), ("verify",), ("prune", "--older-than", "1d")])
+def test_cache_commands_in_an_empty_folder_find_0_entries(rerank, root: Path, command: tuple[str, ...],
+                                                          folders: tuple[str, ...]) -> None:
+    for name in ("", *folders):
+        (root / "empty" / name).mkdir(parents=True, exist_ok=True)
+    result = rerank("cache", *command, "--cache-dir", root / "empty", cwd=root)
+    assert result.code == 0 and result.err == "", result.err
+    assert result.out.splitlines()[-1] in (
+        f"0 entries, 0 B in {root / 'empty'}", f"0 entries verified, 0 B in {root / 'empty'}: every file matches its seal",
+        "freed 0 B: 0 entries and 0 leftovers removed; 0 entries (0 B) remain"), result.out
+    assert sorted(os.listdir(root / "empty")) == sorted({name.split("/")[0] for name in folders})
+
+
+def test_prune_in_a_cache_leaves_what_rerank_did_not_write_alone(rerank, filled: Path) -> None:
+    """Defence in depth: a tagged cache holding a user's files (or a future version's) loses none of them."""
+    root = filled
+    entries = [entry(root, kind) for kind in ("bm25", "eval", "bm25s-index")]
+    user_folder(root / "cache")
+    (root / "cache" / "artifacts" / "photos").mkdir()
+    (root / "cache" / "artifacts" / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    for folder in entries:
+        set_last_used(folder, 0)
+    before = snapshot(root)
+    result = rerank("cache", "prune", "--older-than", "1d", cwd=root)
+    assert result.code == 0 and result.err == "", result.err
+    assert result.out.startswith("freed 0 B: 0 entries and 0 leftovers removed; 3 entries"), result.out
+    assert snapshot(root) == before
+    listing = rerank("cache", "ls", cwd=root)
+    assert listing.code == 0 and listing.err == "", listing.err
+    assert listing.out.splitlines()[-1].endswith("; 5 items not rerank's, left alone: artifacts/photos/cat.jpg, "
+                                                 "journals/2025.md, locks/gpg.lock, ..."), listing.out
+    assert json.loads(rerank("cache", "ls", "-f", "json", cwd=root).out)["not_rerank"] == [
+        "artifacts/photos/cat.jpg", "journals/2025.md", "locks/gpg.lock", "stages/thesis", "tmp/project"]
+
+
+# -- the cache folder's own folders, and where none can be made -----------------------------------
+
+SUBFOLDER_FILES = {
+    "stages": "stages is a file, not a folder", "locks": "locks is a file, not a folder",
+    "tmp": "tmp is a file, not a folder", "journals": "journals is a file, not a folder",
+    "artifacts": "artifacts is a file, not a folder",
+    "artifacts/bm25s-index": "artifacts/bm25s-index is a file, not a folder",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUBFOLDER_FILES))
+def test_run_with_a_cache_folder_of_its_own_that_is_a_file_exits_2(rerank, root: Path, name: str) -> None:
+    (root / "cache" / name).parent.mkdir(parents=True, exist_ok=True)
+    (root / "cache" / name).write_text("x\n")
+    before = snapshot(root)
+    result = rerank("run", root / "p.yaml", "-q", cwd=root)
+    assert_user_error(result, f"cache folder {root / 'cache'}: {SUBFOLDER_FILES[name]}")
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("command", [("ls",), ("verify",), ("prune", "--damaged")])
+def test_cache_commands_with_stages_a_file_exit_2(rerank, filled: Path, command: tuple[str, ...]) -> None:
+    root = filled
+    shutil.rmtree(root / "cache" / "stages")
+    (root / "cache" / "stages").write_text("x\n")
+    before = snapshot(root)
+    result = rerank("cache", *command, cwd=root)
+    assert_user_error(result, f"cache folder {root / 'cache'}: stages is a file, not a folder")
+    assert result.out == "" and snapshot(root) == before
+
+
+def test_run_with_a_cache_folder_where_no_folder_can_be_made_exits_2(rerank, root: Path) -> None:
+    before = snapshot(root)
+    result = rerank("run", root / "p.yaml", "-q", "--cache-dir", "/proc/self", cwd=root)
+    assert_user_error(result, "cache folder /proc/self: cannot make its folder locks (No such file or directory)")
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("command", [("ls",), ("verify",), ("prune", "--damaged")])
+def test_cache_commands_with_xdg_cache_home_a_file_exit_2(rerank, root: Path, command: tuple[str, ...]) -> None:
+    """They said "0 entries ... in afile/rerankcli"; `rerank run` refuses the same folder."""
+    (root / "afile").write_text("x\n")
+    before = snapshot(root)
+    result = rerank("cache", *command, cwd=root, env={"RERANK_CACHE_DIR": "", "XDG_CACHE_HOME": "afile"})
+    assert_user_error(result, "cache folder afile/rerankcli: afile is a file, not a folder")
+    assert result.out == "" and snapshot(root) == before
+
+
+# -- the file digest memo, and nested JSON ------------------------------------------------------------
+
+def rerank_within(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The CLI with a short timeout: a FIFO opened for reading would hang it."""
+    return subprocess.run([sys.executable, "-m", "rerankcli", *args], cwd=root, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RERANK_CACHE_DIR": str(root / "cache")})
+
+
+MEMOS = {"a JSON list": "[]\n", "nested 100000 deep": "[" * 100_000 + "\n", "a folder": None, "a FIFO": None}
+
+
+@pytest.mark.parametrize("name", sorted(MEMOS))
+def test_a_bad_digest_memo_never_stops_a_run(filled: Path, name: str) -> None:
+    """Damaged, it is ignored and rewritten; not a file (a folder, a FIFO), it is left alone with one line."""
+    root = filled
+    memo = root / "cache" / "file-digests.json"
+    memo.unlink()
+    if name == "a folder":
+        memo.mkdir()
+    elif name == "a FIFO":
+        os.mkfifo(memo)
+    else:
+        memo.write_text(MEMOS[name])
+    before = snapshot(root)
+    result = rerank_within(root, "run", "p.yaml", "-q")
+    assert result.returncode == 0, result.stderr
+    no_traceback(Result(result.returncode, result.stdout, result.stderr))
+    after = snapshot(root)
+    for path in RESULTS:
+        assert after[str(root / path)] == before[str(root / path)], path
+    if MEMOS[name] is not None:
+        assert cache_lines(result.stderr) == []
+        assert isinstance(json.loads(memo.read_text()), dict) and json.loads(memo.read_text())
+    else:
+        kind = "directory" if name == "a folder" else "FIFO (named pipe)"
+        assert cache_lines(result.stderr) == [
+            f"[cache] {memo} is a {kind}, not the file rerank remembers file digests in: left alone, and digests "
+            "are not remembered until it is removed"]
+        assert memo.is_dir() if name == "a folder" else stat.S_ISFIFO(memo.stat().st_mode)
+    changed = {p for p in after if after[p] != before.get(p)} | (set(before) - set(after))
+    assert changed <= {str(root / p) for p in RUN_WRITES}, changed
+
+
+def test_ls_survives_a_manifest_nested_deeper_than_the_parser_goes(rerank, filled: Path) -> None:
+    root = filled
+    bm25 = entry(root, "bm25")
+    (bm25 / "manifest.json").write_text("[" * 100_000)
+    before = snapshot(root)
+    result = rerank("cache", "ls", "--format", "json", cwd=root)
+    assert result.code == 0 and result.err == "", result.err
+    row = next(e for e in json.loads(result.out)["entries"] if e["key"] == bm25.name)
+    assert (row["name"], row["state"]) == ("?", "damaged") and row["problem"].startswith("manifest.json: 100000 bytes")
+    assert snapshot(root) == before
+
+
+# -- warnings with -q; --force and the commands reading an entry --------------------------------------
+
+def test_a_damaged_entry_is_reported_even_with_quiet(rerank, filled: Path) -> None:
+    root = filled
+    folder = entry(root, "bm25")
+    why = _truncate("run.trec")(folder)
+    result = rerank("run", root / "p.yaml", "-q", cwd=root)
+    assert result.code == 0, result.err
+    no_traceback(result)
+    assert cache_lines(result.err) == [f"[cache] entry {label(folder)} is damaged ({why}); recomputing it"]
+
+
+def test_force_waits_for_a_command_reading_the_entry_before_replacing_it(filled: Path) -> None:
+    """`run --force bm25` deleted the entry another command was about to copy (it ignored the reading lock)."""
+    root = filled
+    bm25 = entry(root, "bm25")
+    original = (bm25 / "run.trec").read_bytes()
+    reading = root / "cache" / "locks" / f"{bm25.name}.use"
+    reading.parent.mkdir(exist_ok=True)
+    waiting = f"[cache] {label(bm25)}: waiting for the commands that read it to end before replacing it"
+    with open(reading, "a") as reader:
+        fcntl.flock(reader, fcntl.LOCK_SH)  # as a running `rerank run` that has decided to use the entry
+        forced = subprocess.Popen([sys.executable, "-m", "rerankcli", "run", "p.yaml", "-q", "--force", "bm25"],
+                                  cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "RERANK_CACHE_DIR": str(root / "cache")})
+        lines: list[str] = []
+        collecting = threading.Thread(target=lambda: lines.extend(forced.stderr), daemon=True)
+        collecting.start()
+        deadline = time.time() + 120
+        while waiting + "\n" not in lines and forced.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert forced.poll() is None, lines  # it waits for the reader,
+        assert (bm25 / "run.trec").read_bytes() == original  # which can still copy the entry
+    forced.wait(120)
+    collecting.join(10)
+    err = "".join(lines)
+    assert forced.returncode == 0, err
+    assert "Traceback" not in err and cache_lines(err) == [waiting], err
+    assert (bm25 / "run.trec").read_bytes() == original  # recomputed: the same run
+    nothing_left_behind(root)
 
 
 # -- bad arguments: exit 2, one line, nothing touched ----------------------------------------------

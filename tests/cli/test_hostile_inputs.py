@@ -215,7 +215,7 @@ CASES: dict[str, Case] = {
                              args=("run", "{root}/p.yaml", "--shard", "3/2")),
     "cli: --shard without a slash": Case({}, ("--shard 'half'", "write it as i/N"),
                                          args=("run", "{root}/p.yaml", "--shard", "half")),
-    "cli: --shard 0/0": Case({}, ("--shard 0/0", "below the number of shards"), args=("run", "{root}/p.yaml", "--shard", "0/0")),
+    "cli: --shard 0/0": Case({}, ("--shard 0/0", "must be at least 1"), args=("run", "{root}/p.yaml", "--shard", "0/0")),
     "cli: --shard with no LLM stage": Case({}, ("--shard 0/2", "{root}/p.yaml", "no LLM rerank stage"),
                                            args=("run", "{root}/p.yaml", "--shard", "0/2")),
     "cli: merge with no LLM stage": Case({}, ("rerank merge", "{root}/p.yaml", "no LLM rerank stage"),

@@ -39,6 +39,8 @@ LOAD = ("name: round2\n" + DATASET + "output: out\nstages:\n"
         "  - {name: given, type: load, run: data/given.trec}\n"
         "  - {name: eval, type: evaluate, metrics: [ndcg@10]}\n")
 LOAD_ONLY = LOAD.split("  - {name: eval")[0]
+BM25 = ("name: round2\n" + DATASET + "output: out\nstages:\n"
+        "  - {name: bm25, type: retrieve, method: bm25, k: 5}\n")
 LISTWISE = ("name: round2\n" + DATASET + "output: out\nstages:\n"
             "  - {name: given, type: load, run: data/given.trec}\n"
             "  - {name: llm, type: rerank, method: listwise, model: ./model, depth: 2, window: 2, stride: 1EXTRA}\n")
@@ -191,6 +193,30 @@ CASES: dict[str, Case] = {
         {}, ("{root}/p.yaml:7:", "stage 'fused'", "'weights' are all 0"),
         pipeline=LOAD_ONLY + "  - {name: again, type: load, run: data/given.trec}\n"
                              "  - {name: fused, type: fuse, inputs: [given, again], weights: [0, 0.0]}\n"),
+    # -- JSON and YAML nested or numbered past what the parsers take ------------------------------
+    "corpus: a JSONL line nested 100000 deep": Case(
+        {"data/corpus.jsonl": CORPUS + b"[" * 100_000 + b"\n"}, ("{root}/data/corpus.jsonl:159:", "nested too deeply"),
+        args=("run", "{root}/p.yaml"), pipeline=BM25),
+    "corpus: an id of 5000 digits": Case(
+        {"data/corpus.jsonl": CORPUS + b'{"_id": ' + b"1" * 5000 + b', "text": "x"}\n'},
+        ("{root}/data/corpus.jsonl:159:", "invalid JSON", "4300 digits"), args=("run", "{root}/p.yaml"), pipeline=BM25),
+    "queries: a JSONL line nested 100000 deep": Case(
+        {"data/queries.jsonl": b'{"_id": "q01", "text": "what"}\n' + b'{"_id": "q02", "text": ' + b"[" * 100_000
+         + b"\n"}, ("{root}/data/queries.jsonl:2:", "nested too deeply"), args=("run", "{root}/p.yaml"),
+        pipeline=BM25.replace("queries.tsv", "queries.jsonl")),
+    "pipeline: a date that is no date": Case(
+        {}, ("{root}/p.yaml:2:", "cannot read '2024-13-45'", "quote it"), pipeline=LOAD.replace("\n", "\nwhen: 2024-13-45\n", 1)),
+    "pipeline: a depth of 5000 digits": Case(
+        {}, ("{root}/p.yaml:6:", "4300 digits", "quote it"), pipeline=listwise().replace("depth: 2", "depth: " + "9" * 5000)),
+    # -- the command line: a split into no shards, a stage --force all cannot name ----------------
+    "option: --shard 1/0": Case({}, ("--shard 1/0", "the number of shards N in i/N must be at least 1"),
+                                args=("run", "{root}/p.yaml", "--shard", "1/0")),
+    "option: --shard 0/0": Case({}, ("--shard 0/0", "must be at least 1"), args=("run", "{root}/p.yaml", "--shard", "0/0")),
+    "option: --shard 1/1": Case({}, ("--shard 1/1", "must be below the number of shards (0/1)"),
+                                args=("run", "{root}/p.yaml", "--shard", "1/1")),
+    "stage: named all": Case(
+        {}, ("{root}/p.yaml:6:", "stage 'all'", "field 'name'", "'all' is reserved", "--force all"),
+        pipeline=LOAD.replace("{name: eval,", "{name: all,")),
 }
 
 
@@ -273,9 +299,21 @@ SHARD_CASES: dict[str, tuple[str, tuple[str, ...]]] = {
                                (":2:", "query 'q02': its record has fields", "unlike")),
     "a query twice": (Q02 + Q03 + Q02, (":4:", "query 'q02' appears twice (first on line 2)")),
     "a query of the other shard": (Q02 + Q03 + line("q01", {"try": 1.0, "assert": 2.0}),
-                                   (":4:", "query 'q01' belongs to another shard than 1/2")),
+                                   (":4:", "query 'q01' belongs to shard 0/2, not 1/2")),
     "a query not in the input run": (Q02 + Q03 + line("q05", {"try": 1.0}),
-                                     (":4:", "query 'q05' is not in the input run of stage 'llm'")),
+                                     (":4:", "query 'q05' is not a query of the input run of stage 'llm'")),
+    # q99 hashes to shard 0: that it is in no shard of this input run is what the line must say
+    "a query not in the input run, of the other shard's hash": (
+        Q02 + Q03 + line("q99", {"try": 1.0}), (":4:", "query 'q99' is not a query of the input run of stage 'llm'")),
+    "a line nested 100000 deep": (Q02 + "[" * 100_000 + "\n", (":3:", "JSON nested too deeply")),
+    "a score too large for a float": (line("q02", {"yield": 10**400, "try": 1.0}) + Q03,
+                                      (":2:", "the score of document 'yield' is not finite")),
+    "a document id with white space": (line("q02", {"yield": 2.0, "try me": 1.0}) + Q03,
+                                       (":2:", "document id 'try me' contains white space")),
+    "a query id that is no Unicode text": (Q02 + Q03.replace('"q03"', '"q\\udce9"'),
+                                           (":3:", "field 'qid'", "is not valid Unicode text")),
+    "a second prepared state that differs": ('{"prepared": null}\n{"prepared": {"yes": ["Yes"]}}\n' + Q02 + Q03,
+                                             (":3:", "a second 'prepared' line that differs from the first")),
     "a query of the input run missing": (Q03, ("llm.1-of-2.jsonl:", "query 'q02' of the input run", "is missing")),
     "a document that was not a candidate": (line("q02", {"yield": 2.0, "try": 1.0, "assert": 9.0}) + Q03,
                                             (":2:", "document 'assert' was not one of its 2 candidates")),

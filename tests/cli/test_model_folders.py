@@ -1,8 +1,8 @@
 """A local model folder is checked before anything reads it: one line, exit 2, nothing written.
 
 Hashing a model folder reads every file below it, so a file in it that never ends (a link to
-/dev/zero, a FIFO) would hang `validate`, and a folder that is no model at all (an empty one,
-`~`) would be hashed whole and then fail inside transformers with a traceback.
+/dev/zero, a FIFO) would hang `validate`; an empty folder or a config.json that is not JSON
+would pass `validate` and then fail inside transformers with a traceback.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CASES = {
     "config.json is a FIFO": ("model/config.json", "found a FIFO"),
     "config.json is not JSON": ("model/config.json", "not valid JSON"),
     "config.json nests too deeply": ("model/config.json", "not valid JSON"),
-    "an empty folder": ("model", "holds no config.json or modules.json"),
+    "an empty folder": ("model", "is an empty folder"),
 }
 
 

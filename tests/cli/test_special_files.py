@@ -254,22 +254,43 @@ class Outcome:
 
 
 def run_rerank(args: list[str], root: Path) -> Outcome:
-    """``rerank`` in a subprocess, killed after ``TIME_LIMIT``; its own peak RSS from wait4."""
+    """``rerank`` in a subprocess, killed after ``TIME_LIMIT``; its own peak RSS.
+
+    The peak is the child's VmHWM, read from /proc while it runs: ``wait4``'s ``ru_maxrss``
+    would count the resident size of the test process it was forked from (Linux keeps the
+    pre-exec high-water mark), which in a full test session holds whole models.
+    """
     env = {**os.environ, "RERANK_CACHE_DIR": str(root / "cache")}
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "rerankcli", *args], cwd=root, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     timer = threading.Timer(TIME_LIMIT, proc.kill)
+    peak = [0.0]
+    watcher = threading.Thread(target=_watch_peak, args=(proc, peak), daemon=True)
     timer.start()
+    watcher.start()
     try:
         err = proc.stderr.read().decode("utf-8", "replace")  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc.wait()
     finally:
         timer.cancel()
         proc.stderr.close()  # type: ignore[union-attr]
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    watcher.join()
     seconds = time.monotonic() - start
-    return Outcome(proc.returncode, err, seconds, usage.ru_maxrss / 1024, seconds >= TIME_LIMIT)
+    return Outcome(proc.returncode, err, seconds, peak[0], seconds >= TIME_LIMIT)
+
+
+def _watch_peak(proc: subprocess.Popen, peak: list[float]) -> None:
+    """The highest VmHWM (MiB) seen in /proc/<pid>/status until the process ends."""
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak[0] = max(peak[0], int(line.split()[1]) / 1024)
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.002)
 
 
 def state(root: Path) -> dict[str, tuple]:

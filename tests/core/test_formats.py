@@ -305,3 +305,36 @@ def test_an_io_error_while_reading_goes_up_with_the_path(tmp_path: Path, monkeyp
     with pytest.raises(OSError) as error:
         read_qrels(path)
     assert error.value.errno == errno.EIO and error.value.filename == str(path)
+
+
+@pytest.mark.parametrize(("name", "line", "message"), [
+    ("corpus.jsonl", "[" * 100_000, ":2: JSON nested too deeply (a line of a corpus file is one flat object)"),
+    ("corpus.jsonl", '{"_id": "b", "text": ' + '{"a": ' * 100_000, ":2: JSON nested too deeply"),
+    ("corpus.jsonl", '{"_id": ' + "1" * 5000 + ', "text": "x"}', ":2: invalid JSON (Exceeds the limit (4300 digits)"),
+    ("queries.jsonl", "[" * 100_000, ":2: JSON nested too deeply (a line of a queries file is one flat object)"),
+])
+def test_json_lines_past_what_the_parser_takes_name_file_and_line(tmp_path: Path, name: str, line: str,
+                                                                   message: str) -> None:
+    """``json`` raises RecursionError for ``[[[[…`` 100000 deep and a bare ValueError for an
+    integer of 5000 digits, neither a JSONDecodeError: both are one line, not a traceback."""
+    path = write(tmp_path / name, '{"_id": "a", "text": "fine"}\n' + line + "\n")
+    reader = read_corpus if name.startswith("corpus") else read_queries
+    with pytest.raises(UserError) as error:
+        reader(path)
+    assert str(error.value).startswith(str(path)) and message in str(error.value)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("2024-13-45", ":2: cannot read '2024-13-45' (month must be in 1..12); quote it to make it text"),
+    ("1" * 5000, ":2: cannot read '1111"),
+    ("!!timestamp 2024-02-30", ":2: cannot read '2024-02-30' (day is out of range for month)"),
+])
+def test_a_yaml_scalar_that_cannot_be_built_names_its_line(tmp_path: Path, value: str, message: str) -> None:
+    """PyYAML raises a bare ValueError (no line) for a date that is no date or an integer of
+    5000 digits; the pipeline loader makes it one line at the value."""
+    from rerankcli.core.yaml_source import load_yaml
+
+    path = write(tmp_path / "p.yaml", f"name: x\nwhen: {value}\n")
+    with pytest.raises(UserError) as error:
+        load_yaml(path)
+    assert str(error.value).startswith(str(path)) and message in str(error.value)

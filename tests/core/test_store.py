@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -18,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from rerankcli.core import locks
+from rerankcli.core import hashing, locks
 from rerankcli.core import seal as seal_module
 from rerankcli.core import store as store_module
+from rerankcli.core.cache_tag import TAG, is_rerank_cache
+from rerankcli.core.entries import ABANDONED_AFTER_S
+from rerankcli.core.errors import UserError
 from rerankcli.core.seal import SEAL
 from rerankcli.core.store import Store
 
@@ -111,6 +115,11 @@ DAMAGE = {
                                               "run.trec: not a regular file"),
     "seal of 20 MB": (lambda f: (f / SEAL).write_bytes(b" " * (20 << 20)), "seal.json is 20971520 bytes, too large"),
     "seal that is not JSON": (lambda f: (f / SEAL).write_text("{files: "), "seal.json is not valid JSON"),
+    "seal nested 100000 deep (a RecursionError)": (lambda f: (f / SEAL).write_text("[" * 100_000),
+                                                   "seal.json is not valid JSON"),
+    "seal naming a file with a newline": (
+        lambda f: (f / SEAL).write_text(json.dumps({"format": 1, "files": {"run\n.trec": {"size": 1, "sha256": "0" * 64}}})),
+        "seal.json: the record of 'run\\n.trec' is malformed"),
     "seal of another shape": (lambda f: (f / SEAL).write_text("[1, 2]"), "seal.json is not a seal of format 1"),
     "seal record with a negative size": (
         lambda f: (f / SEAL).write_text(json.dumps({"format": 1, "files": {"run.trec": {"size": -1, "sha256": "0" * 64}}})),
@@ -296,10 +305,225 @@ def test_entries_and_leftovers_are_listed(store: Store) -> None:
 
 
 
-def test_a_staging_folder_of_a_live_process_is_not_a_leftover_to_remove(store: Store) -> None:
+def leftover(store: Store, name: str):
+    return next(item for item in store.leftovers() if item.path.name == name)
+
+
+def test_a_young_staging_folder_of_a_live_process_started_before_it_is_left_alone(store: Store) -> None:
+    folder = store.root / "tmp" / "entry-1-abcd1234"  # pid 1 is alive, and started before this folder
+    folder.mkdir(parents=True)
+    now = time.time()
+    assert store.writer_of(leftover(store, folder.name), now - 3600, now) == 1
+
+
+def test_a_staging_folder_untouched_for_a_day_is_abandoned_whatever_its_pid(store: Store) -> None:
+    folder = store.root / "tmp" / "entry-1-abcd1234"
+    folder.mkdir(parents=True)
+    now = time.time()
+    assert store.writer_of(leftover(store, folder.name), now - ABANDONED_AFTER_S - 60, now) is None
+
+
+def test_a_staging_folder_whose_pid_is_reused_by_a_younger_process_is_abandoned(store: Store) -> None:
+    """The pid names a live process, but one that started after the folder was last written."""
+    written = time.time() - 600
+    younger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        folder = store.root / "tmp" / f"entry-{younger.pid}-abcd1234"
+        folder.mkdir(parents=True)
+        assert store.writer_of(leftover(store, folder.name), written, time.time()) is None
+        assert store.writer_of(leftover(store, folder.name), time.time(), time.time()) == younger.pid
+    finally:
+        younger.kill()
+        younger.wait()
+
+
+def test_a_staging_folder_of_a_dead_process_is_abandoned(store: Store) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (store.root / "tmp").mkdir(parents=True)
-    (store.root / "tmp" / "entry-1-abcd").mkdir()  # pid 1 is alive
-    (store.root / "tmp" / f"entry-{dead.stdout.strip()}-abcd").mkdir()
-    locks = {item.path.name: store.leftover_locks(item) for item in store.leftovers()}
-    assert locks == {"entry-1-abcd": None, f"entry-{dead.stdout.strip()}-abcd": []}
+    folder = store.root / "tmp" / f"entry-{dead.stdout.strip()}-abcd1234"
+    folder.mkdir(parents=True)
+    assert store.writer_of(leftover(store, folder.name), time.time(), time.time()) is None
+
+
+def test_only_names_of_the_shapes_rerank_writes_are_entries_or_leftovers(store: Store) -> None:
+    """The defence behind the tag: in a cache, a user's files are never listed as removable."""
+    publish_stage(store)
+    store.close()  # its reading lock is no leftover either way
+    mine = ["stages/thesis/draft.tex", f"stages/{KEY[:63]}/x", "stages/notes.txt", "artifacts/Photos/a.jpg",
+            "artifacts/bm25s-index/readme.txt", "tmp/project/notes.txt", "tmp/entry-12-short/x", "journals/2025.md",
+            f"journals/{KEY}.jsonl.bak", "locks/gpg.lock", f"locks/{KEY}.lock.old", "notes.txt"]
+    for name in mine:
+        (store.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (store.root / name).write_text("mine\n")
+    (store.root / "stages" / ("f" * 64)).symlink_to(store.root / "tmp" / "project")  # a link: never an entry
+    assert [e.key for e in store.entries()] == [KEY]
+    assert store.leftovers() == []
+    foreign = {p.relative_to(store.root).as_posix() for p in store.foreign()}
+    assert foreign == {"stages/thesis", f"stages/{KEY[:63]}", "stages/notes.txt", f"stages/{'f' * 64}",
+                       "artifacts/Photos", "artifacts/bm25s-index/readme.txt", "tmp/project", "tmp/entry-12-short",
+                       "journals/2025.md", f"journals/{KEY}.jsonl.bak", "locks/gpg.lock", f"locks/{KEY}.lock.old",
+                       "notes.txt"}
+
+
+# -- the cache tag --------------------------------------------------------------------------------
+
+def test_the_first_published_entry_tags_the_cache_folder(store: Store) -> None:
+    assert not (store.root / TAG).exists()
+    publish_stage(store)
+    lines = (store.root / TAG).read_text().splitlines()
+    assert lines[0] == "Signature: 8a477f597d28d172789f06886806bc55"  # the spec's first line, exactly
+    assert lines[1].startswith("# ") and "rerankcli" in lines[1]
+    assert is_rerank_cache(store.root)
+
+
+def test_a_failed_stage_leaves_no_tag_in_a_fresh_cache(store: Store) -> None:
+    """Staging and locking write nothing lasting: a command that fails before publishing leaves no trace."""
+    with pytest.raises(RuntimeError), store.lock(KEY), store.building() as staging:
+        (staging / "run.trec").write_bytes(RUN)
+        raise RuntimeError("the stage failed")
+    assert not (store.root / TAG).exists() and os.listdir(store.root / "tmp") == []
+
+
+def test_reading_an_untagged_cache_of_an_older_rerank_tags_it(store: Store, tmp_path: Path) -> None:
+    publish_stage(store)
+    (store.root / TAG).unlink()
+    code = ("from pathlib import Path; from rerankcli.core.store import Store\n"
+            f"assert Store(Path({str(store.root)!r})).has_stage({KEY!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert is_rerank_cache(store.root)
+
+
+def test_a_folder_holding_the_users_files_is_not_tagged_and_says_so_once(tmp_path: Path) -> None:
+    said: list[str] = []
+    (tmp_path / "notes.txt").write_text("mine\n")
+    shared = Store(tmp_path, warn=said.append)
+    publish_stage(shared)
+    publish_stage(shared, key="e" * 64)
+    shared.close()
+    assert not (tmp_path / TAG).exists()
+    assert said == [f"[cache] {tmp_path} holds files rerank did not write (notes.txt; a tag would keep backups "
+                    "from saving them), so it is not tagged as a rerank cache and `rerank cache` refuses it: give "
+                    "the cache a folder of its own"]
+
+
+def test_a_read_only_cache_is_read_without_its_tag(store: Store) -> None:
+    """Writing the tag of an older cache fails on a read-only file system: reading goes on."""
+    publish_stage(store)
+    (store.root / TAG).unlink()
+    code = ("from pathlib import Path; from rerankcli.core.store import Store\n"
+            f"assert Store(Path({str(store.root)!r})).has_stage({KEY!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env={**os.environ, "RERANK_FAULTS": "EROFS@write:*/CACHEDIR.TAG"})
+    assert not (store.root / TAG).exists()
+
+
+# -- the cache folder's own folders ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["stages", "artifacts", "journals", "locks", "tmp"])
+def test_a_cache_folder_whose_own_folder_is_a_file_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / name).write_text("x\n")
+    with pytest.raises(UserError) as caught:
+        Store(tmp_path / "cache")
+    assert str(caught.value) == f"cache folder {tmp_path / 'cache'}: {name} is a file, not a folder"
+
+
+def test_an_artifact_kind_that_is_a_file_is_refused_when_publishing(store: Store) -> None:
+    (store.root / "artifacts").mkdir(parents=True)
+    (store.root / "artifacts" / "bm25s-index").write_text("x\n")
+    staging = store.staging()
+    (staging / "docids.json").write_text("[]")
+    with pytest.raises(UserError, match="artifacts/bm25s-index is a file, not a folder"):
+        store.publish(staging, store.artifact_dir("bm25s-index", "e" * 64))
+    assert not staging.exists()
+
+
+def test_a_cache_folder_where_no_folder_can_be_made_is_refused_in_one_line() -> None:
+    store = Store(Path("/proc/self"))
+    with pytest.raises(UserError, match=r"cache folder /proc/self: cannot make its folder locks \(No such file"):
+        with store.lock(KEY):
+            pass
+    with pytest.raises(UserError, match=r"cannot make its folder tmp"):
+        store.staging()
+
+
+# -- replacing an entry (`run --force`) waits for its readers ----------------------------------------
+
+def test_replacing_an_entry_waits_for_the_commands_reading_it(store: Store, warnings: list[str]) -> None:
+    final = publish_stage(store)
+    store.close()  # this process no longer reads it; another one does:
+    reader = open(store.root / "locks" / f"{KEY}.use", "a")
+    fcntl.flock(reader, fcntl.LOCK_SH)
+    staging = store.staging()
+    (staging / "run.trec").write_bytes(b"q1 Q0 d9 1 9 forced\n")
+    (staging / "manifest.json").write_bytes(MANIFEST)
+    replacing = threading.Thread(target=store.replace, args=(staging, final))
+    replacing.start()
+    time.sleep(0.5)
+    assert replacing.is_alive() and (final / "run.trec").read_bytes() == RUN  # the reader can still copy it
+    assert warnings == ["[cache] stages/ab12cd34ef56: waiting for the commands that read it to end before replacing it"]
+    reader.close()  # the reader ends
+    replacing.join(10)
+    assert not replacing.is_alive() and (final / "run.trec").read_bytes() == b"q1 Q0 d9 1 9 forced\n"
+    with Store(store.root).claim([f"{KEY}.use"]) as ours:
+        assert not ours  # the replacing process reads the new entry, so prune leaves it
+
+
+def test_a_reader_that_finds_an_entry_damaged_stops_holding_it(store: Store) -> None:
+    """Else a `--force` of another process would wait for it while it waits for the stage lock."""
+    final = publish_stage(store)
+    store.close()
+    truncate(final)
+    forget_digests()
+    assert not store.has_stage(KEY)
+    with Store(store.root).claim([f"{KEY}.use"]) as ours:
+        assert ours
+
+
+# -- the file digest memo ---------------------------------------------------------------------------
+
+DEEP = "[" * 100_000
+
+
+@pytest.mark.parametrize("content", [b"[]", DEEP.encode(), b"\xff\xfe garbage", b'{"a": 1', b"",
+                                     b'{"x|1|2": "sha256:nothex", "y|1|2": 7}'],
+                         ids=["a list", "nested 100000 deep", "not text", "torn", "empty", "records of another shape"])
+def test_a_damaged_digest_memo_is_ignored_and_rewritten(tmp_path: Path, content: bytes) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "file-digests.json").write_bytes(content)
+    said: list[str] = []
+    Store(root, warn=said.append)
+    (tmp_path / "data.txt").write_text("x\n")
+    digest = hashing.file_digest(tmp_path / "data.txt")
+    hashing.save_memo()
+    memo = json.loads((root / "file-digests.json").read_text())
+    assert list(memo.values()) == [digest] and said == []
+    assert is_rerank_cache(root)  # the first write into a cache folder tags it
+
+
+def test_an_oversized_digest_memo_is_ignored_and_rewritten(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(hashing, "MAX_MEMO_BYTES", 100)
+    root = tmp_path / "cache"
+    root.mkdir()
+    stamps = {f"/x/{i}|1|2": "sha256:" + "0" * 64 for i in range(10)}
+    (root / "file-digests.json").write_text(json.dumps(stamps))
+    Store(root)
+    hashing.save_memo()
+    assert json.loads((root / "file-digests.json").read_text()) == {}
+
+
+@pytest.mark.parametrize("kind", ["folder", "FIFO"])
+def test_a_digest_memo_that_is_no_file_is_left_alone_with_one_warning(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    memo = root / "file-digests.json"
+    memo.mkdir() if kind == "folder" else os.mkfifo(memo)  # opening a FIFO to read it would hang
+    said: list[str] = []
+    Store(root, warn=said.append)
+    (tmp_path / "data.txt").write_text("x\n")
+    hashing.file_digest(tmp_path / "data.txt")
+    hashing.save_memo()  # writes nothing
+    assert len(said) == 1 and said[0].startswith(f"[cache] {memo} is a ")
+    assert said[0].endswith("not the file rerank remembers file digests in: left alone, and digests are not "
+                            "remembered until it is removed")
+    assert memo.is_dir() if kind == "folder" else stat.S_ISFIFO(memo.stat().st_mode)

@@ -143,7 +143,7 @@ def test_a_torn_last_line_is_dropped_and_the_query_computed_again(tmp_path) -> N
     again = Journal(path, header("s", "k"))
     assert list(again.results) == ["q1"] and again.results["q1"].scores == {"d1": 0.30000000000000004}
     assert again.prepared == {"yes": ["Yes"]}
-    again.add("q2", QueryResult({"d2": 1.0}, {}, Usage()))
+    again.add("q2", QueryResult({"d2": 1.0}, {"windows": 2}, Usage()))  # a method's records share their fields
     assert list(Journal(path, header("s", "k")).results) == ["q1", "q2"]
 
 
