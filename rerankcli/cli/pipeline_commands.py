@@ -118,7 +118,8 @@ def shown_cause(line: str, limit: int = 240) -> str:
 def _run_pipeline(config, cache_dir: Optional[Path], force: Optional[list[str]], quiet: bool, **options) -> None:
     from rerankcli.pipeline.runner import Runner
 
-    wanted = {"*" if name == "all" else name for name in force or []}
+    names = {stage.name for stage in config.stages}  # a stage named 'all' is forced by its name
+    wanted = {"*" if name == "all" and "all" not in names else name for name in force or []}
     command = "merge" if options.get("merge_only") else "run"
     with _library_output(config, quiet, command):
         runner = Runner(config, cache_dir, wanted, log=_silent if quiet else _say, show_progress=not quiet,

@@ -164,7 +164,7 @@ def custom_code(folder: Path) -> list[str]:
     def read(name: str) -> object:
         try:
             return json.loads((folder / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # unreadable: transformers will say so when it loads
             return None
 
     found = [f"{name} auto_map" for name in ("config.json", "tokenizer_config.json")

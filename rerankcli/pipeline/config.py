@@ -7,8 +7,7 @@ Before a config class reads a mapping, what pydantic would silently accept is re
 expanded here, for every class alike (``_user_values``): ``~`` and ``$VAR`` in path fields
 (``core/paths.py``), empty paths, ``true`` where a number belongs, and ``.nan``/``.inf``.
 After the stages are read: stage names that are one file name on a case-insensitive file
-system or that the command line reserves (``all``: ``--force all`` forces every stage), and a
-run's metric that two evaluate stages would both write into ``metrics.json``.
+system, and a run's metric that two evaluate stages would both write into ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -65,10 +64,6 @@ WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in ra
 
 
 #: stage names that mean something else on the command line
-RESERVED_NAMES = {"all": "'all' is reserved: `rerank run --force all` recomputes every stage, so this stage "
-                         "could not be forced on its own"}
-
-
 def unportable(name: str) -> str | None:
     """Why ``name`` is no safe file name on every system (beyond ``file_name``'s characters), or None."""
     if len(name) > MAX_NAME:
@@ -310,8 +305,6 @@ def _wire(stages: list[StageConfig], fail, line: Callable[[int], int | None] = l
         problem = unportable(stage.name)
         if problem:
             raise fail(index, ("name",), f"{label}: field 'name': the stem of its output files {problem}")
-        if stage.name in RESERVED_NAMES:
-            raise fail(index, ("name",), f"{label}: field 'name': {RESERVED_NAMES[stage.name]}; choose another name")
         folded[stage.name.casefold()] = index
         named = stage.input_names()
         if named == [] and stage.reads != "none":

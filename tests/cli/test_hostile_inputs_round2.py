@@ -214,9 +214,6 @@ CASES: dict[str, Case] = {
     "option: --shard 0/0": Case({}, ("--shard 0/0", "must be at least 1"), args=("run", "{root}/p.yaml", "--shard", "0/0")),
     "option: --shard 1/1": Case({}, ("--shard 1/1", "must be below the number of shards (0/1)"),
                                 args=("run", "{root}/p.yaml", "--shard", "1/1")),
-    "stage: named all": Case(
-        {}, ("{root}/p.yaml:6:", "stage 'all'", "field 'name'", "'all' is reserved", "--force all"),
-        pipeline=LOAD.replace("{name: eval,", "{name: all,")),
 }
 
 
@@ -445,3 +442,13 @@ def test_double_dollar_is_a_literal_dollar(rerank, tmp_path: Path) -> None:
     result = rerank("eval", "data/a$$b.trec", "--qrels", "data/qrels.txt", "-m", "map", cwd=tmp_path)
     assert result.code == 0, result.err
     assert "a$b.trec" in result.out
+
+
+def test_force_all_names_a_stage_called_all_when_there_is_one(rerank, tmp_path: Path) -> None:
+    """`--force all` recomputes every stage, unless a stage is named `all`: then that stage alone."""
+    root = tmp_path.resolve()
+    workspace(root, {}, LOAD_ONLY + "  - {name: all, type: load, run: data/given.trec}\n")
+    assert rerank("run", root / "p.yaml", cwd=root).code == 0
+    again = rerank("run", root / "p.yaml", "--force", "all", cwd=root)
+    assert again.code == 0, again.err
+    assert "[given] cached" in again.err and "[all] running" in again.err, again.err
