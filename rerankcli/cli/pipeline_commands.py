@@ -77,6 +77,33 @@ def merge_command(
     _run_pipeline(load_pipeline(pipeline), cache_dir, None, quiet, merge_only=True)
 
 
+@app.command("bias")
+def bias_command(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML file.", parser=path_value)],
+    stage: Annotated[str, typer.Option("--stage", help="The LLM rerank stage to test.")],
+    shuffles: Annotated[int, typer.Option("--shuffles", min=0, help="Seeded shuffles besides the reversed order.")] = 3,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache folder.", parser=path_value)] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="table or json.")] = Format.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Order sensitivity: rerun a stage on reversed and shuffled candidates; Kendall's tau, nDCG@10
+    spread and how often the order shown decides, per query and overall.
+
+    Each order is a cached stage of its own (outputs in <output>/bias-STAGE/), computed through the
+    scheduler like `rerank run`, so a second call only measures.
+    """
+    from rerankcli.pipeline.bias import render, run_bias
+    from rerankcli.pipeline.config import load_pipeline
+
+    if fmt not in (Format.table, Format.json):
+        raise UserError(f"--format {fmt.value}: bias prints table or json")
+    config = load_pipeline(pipeline)
+    with _library_output(config, quiet, "bias"):
+        report = run_bias(config, stage, shuffles, cache_dir, log=_silent if quiet else _say,
+                          show_progress=not quiet)
+    print(report.to_json() if fmt == Format.json else render(report), end="")
+
+
 def _say(message: str) -> None:
     """A line of ours on stderr, also while libraries' output goes to the log file."""
     print(message, file=terminal(), flush=True)

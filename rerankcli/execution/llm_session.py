@@ -79,7 +79,8 @@ class LLMSession:
             results[qid] = QueryResult(value[0], value[1], usage[qid])
             on_result(qid, results[qid])
 
-        run_programs(((q.qid, self.stage.program(q, self.template, prepared)) for q in queries), backend,
+        run_programs(((q.qid, self.stage.program(self.stage.presented(q), self.template, prepared))
+                      for q in queries), backend,
                      on_done=finished, usage=usage, cache=self._cache, batches=batches)
         return results, batches
 

@@ -40,7 +40,10 @@ RESPONSES: dict[str, type] = {cls.__name__: cls for cls in (Generated, TokenLogp
 def request_key(namespace: str, request: Request) -> str:
     """The hash that identifies a call: setup namespace, request kind and content."""
     parts = [[type(p).__name__, p if isinstance(p, str) else asdict(p)] for p in request.prompt.parts]
-    body = {**asdict(request), "prompt": {**asdict(request.prompt), "parts": parts}}
+    prompt = {**asdict(request.prompt), "parts": parts}
+    if not prompt["raw"]:  # added later: plain prompts keep the keys they always had
+        del prompt["raw"]
+    body = {**asdict(request), "prompt": prompt}
     text = json.dumps([namespace, type(request).__name__, body], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -2,11 +2,14 @@
 
 Prompts are rendered and truncated here, with the model's own tokenizer (from the stage's
 ``model``), and sent as token ids to ``/v1/completions``, so the server sees exactly the tokens
-the other backends would. ``NextToken`` uses vLLM's ``logprob_token_ids`` extension (exact
-log-probabilities of the candidates, not a top-k that may miss them); ``Continuation`` uses the
-standard ``echo`` + ``logprobs``. Requests of a batch go out concurrently (``concurrency``), and
-429, 5xx, timeouts and dropped connections are retried with exponential backoff, honouring a
-``Retry-After`` header; any other error stops the stage with the server's own message.
+the other backends would. A raw prompt (a trained reranker's exact text with its special tokens
+written out, e.g. Qwen3-Reranker's) therefore needs nothing of its own: it is rendered without
+a chat frame and sent as its ids, never through a chat endpoint. ``NextToken`` uses vLLM's
+``logprob_token_ids`` extension (exact log-probabilities of the candidates, not a top-k that
+may miss them); ``Continuation`` uses the standard ``echo`` + ``logprobs``. Requests of a batch
+go out concurrently (``concurrency``), and 429, 5xx, timeouts and dropped connections are
+retried with exponential backoff, honouring a ``Retry-After`` header; any other error stops the
+stage with the server's own message.
 """
 
 from __future__ import annotations

@@ -4,10 +4,16 @@ Truncation happens in model tokens and only inside ``Passage`` parts: the instru
 query and the template's suffix (the assistant turn where the answer goes) are never cut. When
 a prompt is too long, every passage longer than a common cap is cut to that cap (the cap is
 the largest that fits), so one long passage cannot crowd out the others.
+
+A raw prompt (``Prompt.raw``: a trained reranker's exact input, e.g. Qwen3-Reranker's) gets no
+chat frame and no special tokens added by the tokenizer: its text writes them out, and each
+marker it writes (``<|im_start|>``, ``<think>``, ...) must be one token of this tokenizer, or
+the prompt is refused rather than sent as the marker's pieces.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +21,8 @@ from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import Continuation, Generate, NextToken, Passage, Probe, Prompt, Request
 
 _MARK = "\u2063RERANK-USER-CONTENT\u2063"
+#: what a raw prompt's special tokens look like: ChatML-style markers and thinking tags
+_MARKER = re.compile(r"<\|[^|<>\s]+\|>|</?think>")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,8 @@ class Rendered:
     truncated: int = 0
     #: labelled passages -> [start, end) token positions in ``ids``
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: the common cap (tokens per passage) the prompt needed to fit; None when none was needed
+    cap: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,14 +71,15 @@ class Renderer:
             raise UserError("chat: true, but the model's tokenizer has no chat template")
         self.chat = has_template if chat is None else chat
         self._frame = self._template_frame()
+        self._known_markers: set[str] = set()
 
     # -- public -------------------------------------------------------------------------
     def render(self, prompt: Prompt, reserve: int = 0) -> Rendered:
         """Token ids of ``prompt`` leaving ``reserve`` tokens of room (answer, continuation)."""
-        texts, cut = self._fit(prompt, reserve, probe="")
+        texts, cut, cap = self._fit(prompt, reserve, probe="")
         text, char_spans, _ = self._text(prompt, texts, probe="")
-        ids, offsets = self._encode(text, special=not self.chat)
-        return Rendered(ids, cut, _token_spans(char_spans, offsets))
+        ids, offsets = self._encode(text, special=self._special(prompt))
+        return Rendered(ids, cut, _token_spans(char_spans, offsets), cap)
 
     def encode_request(self, request: Request) -> Encoded:
         """The tokens of a ``NextToken``, ``Continuation`` or ``Generate`` request, with room
@@ -91,14 +102,14 @@ class Renderer:
         if sum(isinstance(p, Probe) for p in prompt.parts) != 1:
             raise ValueError("an Attention prompt needs exactly one Probe() part")
         longest = max(probes, key=lambda p: len(self.encode(p)))
-        texts, cut = self._fit(prompt, reserve, probe=longest)
+        texts, cut, cap = self._fit(prompt, reserve, probe=longest)
         suffixes, rows, prefix = [], [], None
         for probe in probes:
             text, char_spans, probe_span = self._text(prompt, texts, probe)
             start, end = probe_span
-            head_ids, head_offsets = self._encode(text[:start], special=not self.chat)
+            head_ids, head_offsets = self._encode(text[:start], special=self._special(prompt))
             if prefix is None:
-                prefix = Rendered(head_ids, cut, _token_spans(char_spans, head_offsets))
+                prefix = Rendered(head_ids, cut, _token_spans(char_spans, head_offsets), cap)
             tail_ids, tail_offsets = self._encode(text[start:], special=False)
             suffixes.append(tail_ids)
             rows.append([i for i, (a, b) in enumerate(tail_offsets) if a < end - start and b > 0])
@@ -130,7 +141,18 @@ class Renderer:
         head, tail = text.split(_MARK)
         return head, tail
 
-    def _frame_for(self, system: str | None) -> tuple[str, str]:
+    def _special(self, prompt: Prompt) -> bool:
+        """Whether the tokenizer adds its special tokens (BOS, ...): only to plain, non-chat text."""
+        return not self.chat and not prompt.raw
+
+    def _frame_for(self, prompt: Prompt) -> tuple[str, str]:
+        if prompt.raw:
+            if prompt.system is not None:
+                raise UserError("a raw prompt is the model's whole input: write its system turn into "
+                                "the text instead of 'system'")
+            self._check_markers(prompt)
+            return "", ""
+        system = prompt.system
         if not self.chat:
             return ((system + "\n\n") if system else "", "")
         if system is None:
@@ -142,10 +164,20 @@ class Renderer:
         head, tail = text.split(_MARK)
         return head, tail
 
+    def _check_markers(self, prompt: Prompt) -> None:
+        """Each special-token marker a raw prompt's own text writes must be one token here."""
+        fixed = "".join(p for p in prompt.parts if isinstance(p, str)) + prompt.answer_prefix
+        for marker in dict.fromkeys(_MARKER.findall(fixed)):
+            if marker not in self._known_markers:
+                if len(self.encode(marker)) != 1:
+                    raise UserError(f"the raw prompt writes {marker!r}, which this model's tokenizer does not "
+                                    "know as one token: the prompt is meant for another model family")
+                self._known_markers.add(marker)
+
     def _text(self, prompt: Prompt, passages: list[str], probe: str
               ) -> tuple[str, dict[str, tuple[int, int]], tuple[int, int]]:
         """The full prompt text, labelled passages' character spans, and the probe's span."""
-        head, tail = self._frame_for(prompt.system)
+        head, tail = self._frame_for(prompt)
         pieces, spans, probe_span, pos, it = [head], {}, (0, 0), len(head), iter(passages)
         for part in prompt.parts:
             if isinstance(part, Passage):
@@ -166,15 +198,16 @@ class Renderer:
         enc = self.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
-    def _fit(self, prompt: Prompt, reserve: int, probe: str) -> tuple[list[str], int]:
-        """Passage texts, cut in tokens so the whole prompt fits; and how many were cut."""
+    def _fit(self, prompt: Prompt, reserve: int, probe: str) -> tuple[list[str], int, int | None]:
+        """Passage texts, cut in tokens so the whole prompt fits; how many were cut; the common cap."""
         passages = [p for p in prompt.parts if isinstance(p, Passage)]
         ids = [self.encode(p.text) for p in passages]
         caps = [len(t) if p.max_tokens is None else min(len(t), p.max_tokens)
                 for p, t in zip(passages, ids)]
         limit = self.max_length - reserve
+        special = self._special(prompt)
         empty_text, _, _ = self._text(prompt, [""] * len(passages), probe)
-        budget = limit - len(self._encode(empty_text, special=not self.chat)[0])
+        budget = limit - len(self._encode(empty_text, special=special)[0])
         for _ in range(8):
             if budget < 0:
                 raise UserError(f"the prompt's fixed text alone is longer than max_length "
@@ -183,9 +216,10 @@ class Renderer:
             texts = [p.text if n == len(t) else self.tokenizer.decode(t[:n])
                      for p, t, n in zip(passages, ids, lengths)]
             text, _, _ = self._text(prompt, texts, probe)
-            over = len(self._encode(text, special=not self.chat)[0]) - limit
+            over = len(self._encode(text, special=special)[0]) - limit
             if over <= 0:
-                return texts, sum(n < len(t) for t, n in zip(ids, lengths))
+                cap = max(lengths) if sum(caps) > budget else None
+                return texts, sum(n < len(t) for t, n in zip(ids, lengths)), cap
             budget -= over
         raise UserError(f"could not fit the prompt into max_length {self.max_length}")
 

@@ -47,15 +47,18 @@ class Prompt:
     ``answer_prefix`` opens the assistant's turn after the chat template's generation prompt
     (e.g. ``"Answer:"``): the requested tokens follow it directly, so neither a thinking
     model's preamble nor truncation can come between the question and the answer.
+    ``raw``: the parts are the model's whole input, special tokens written out (a trained
+    reranker's exact template); no chat template is applied.
     """
 
     parts: tuple[Part, ...]
     system: str | None = None
     answer_prefix: str = ""
+    raw: bool = False
 
     @staticmethod
-    def of(*parts: Part, system: str | None = None, answer_prefix: str = "") -> Prompt:
-        return Prompt(tuple(parts), system, answer_prefix)
+    def of(*parts: Part, system: str | None = None, answer_prefix: str = "", raw: bool = False) -> Prompt:
+        return Prompt(tuple(parts), system, answer_prefix, raw)
 
 
 @dataclass(frozen=True)

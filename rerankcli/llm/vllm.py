@@ -2,7 +2,9 @@
 
 ``NextToken`` reads the first generated position's log-probabilities of exactly the candidate
 ids (vLLM's ``logprob_token_ids``); ``Continuation`` reads ``prompt_logprobs`` of the appended
-tokens. Both are raw log-probabilities over the whole vocabulary, as from transformers. vLLM
+tokens. Both are raw log-probabilities over the whole vocabulary, as from transformers. Prompts
+go in as token ids from the shared renderer, so a raw prompt (a trained reranker's exact text)
+reaches the engine exactly as transformers would see it, with no chat template. vLLM
 does not expose attention weights, so ``Attention`` (ICR) is not offered.
 
 The engine starts its worker in a subprocess by default; ``multiprocessing: false`` keeps it in

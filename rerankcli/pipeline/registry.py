@@ -10,10 +10,14 @@ from __future__ import annotations
 from rerankcli.core.stage import StageConfig
 from rerankcli.evaluate.evaluate_stage import EvaluateStage
 from rerankcli.rerank.cross_encoder import CrossEncoderStage
+from rerankcli.rerank.e2rank import E2RankStage
+from rerankcli.rerank.groupwise import GroupwiseStage
 from rerankcli.rerank.icr import IcrStage
 from rerankcli.rerank.listwise import ListwiseStage
 from rerankcli.rerank.pairwise import PairwiseStage
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
+from rerankcli.rerank.setwise import SetwiseStage
+from rerankcli.rerank.tourrank import TourrankStage
 from rerankcli.retrieve.bm25 import BM25Stage
 from rerankcli.retrieve.dense import DenseStage
 from rerankcli.retrieve.fusion import FuseStage
@@ -30,6 +34,10 @@ STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
         "listwise": ListwiseStage,
         "pairwise": PairwiseStage,
         "icr": IcrStage,
+        "setwise": SetwiseStage,
+        "tourrank": TourrankStage,
+        "groupwise": GroupwiseStage,
+        "e2rank": E2RankStage,
     },
     "fuse": FuseStage,
     "load": LoadStage,

@@ -23,6 +23,7 @@ from rerankcli.core.stage import Context, StageConfig, StageOutput
 class Candidate:
     docid: str
     text: str
+    score: float = 0.0  # the input run's score (InsertRank shows it to the model)
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,11 @@ class RerankStage(StageConfig):
             if qid not in queries:
                 raise UserError(f"stage '{self.name}': query {qid!r} of the input run is not in the queries")
             docs = []
-            for docid, _ in run.ranked(qid)[: self.depth]:
+            for docid, score in run.ranked(qid)[: self.depth]:
                 if docid not in position:
                     raise UserError(f"stage '{self.name}': document {docid!r} (query {qid!r}) of the "
                                     "input run is not in the corpus")
-                docs.append(Candidate(docid, self.passage(corpus, position[docid])))
+                docs.append(Candidate(docid, self.passage(corpus, position[docid]), score))
             out.append(Query(qid, queries[qid], tuple(docs)))
         return out
 

@@ -31,6 +31,7 @@ from rerankcli.llm.hf import HFConfig
 from rerankcli.llm.registry import BackendField, backend_class, require
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query, RerankStage
+from rerankcli.rerank.orders import Order, reorder
 from rerankcli.rerank.templates import Template, load_template
 
 #: who computed a query: lets a reader of a journal see which process did what
@@ -75,6 +76,11 @@ class LLMRerankStage(RerankStage):
     max_length: int | None = Field(None, gt=0, description="shortcut for backend.max_length (tokens)")
     llm_cache: bool = Field(False, description=(
         "answer repeated model calls from <cache>/llm-calls.sqlite (identical model, settings, prompt)"))
+    order: Order = Field("input", description=(
+        "the order the model sees the candidates in: input, reverse, shuffle (rerank bias uses it)"))
+    seed: int = Field(0, description="the random seed of the method's shuffles (and of order: shuffle)")
+    order_seed: int | None = Field(None, description=(
+        "order: shuffle with its own seed, leaving the method's shuffles as they are (rerank bias uses it)"))
 
     #: the method's default template, and the placeholders its templates must / may have
     default_prompt: ClassVar[str]
@@ -85,6 +91,11 @@ class LLMRerankStage(RerankStage):
     summary: ClassVar[str] = ""
 
     per_query: ClassVar[bool] = True
+    #: options added after the method shipped, left out of the stage's identity at these
+    #: values, so that adding an option never changes the cache key of a stage that omits it
+    added_options: ClassVar[dict[str, Any]] = {"order": "input", "seed": 0, "order_seed": None}
+    #: whether the order the candidates are shown in can change the output (not for pointwise)
+    order_matters: ClassVar[bool] = True
 
     def backend_config(self) -> BackendConfig:
         """The backend's config with the stage-level shortcuts applied."""
@@ -98,7 +109,19 @@ class LLMRerankStage(RerankStage):
         identity = super().identity()
         for key in ("model", "prompt", "backend", "batch_size", "max_length", "llm_cache"):
             identity.pop(key, None)
+        for key, default in self.added_options.items():
+            if identity.get(key) == default:
+                identity.pop(key)
         return {**identity, "backend": self.backend_config().identity()}
+
+    def presented(self, query: Query) -> Query:
+        """The query as the model sees it: its candidates in the stage's ``order``."""
+        return reorder(query, self.order, self.shuffle_seed)
+
+    @property
+    def shuffle_seed(self) -> int:
+        """The seed of ``order: shuffle``."""
+        return self.seed if self.order_seed is None else self.order_seed
 
     def template(self, base_dir: Path) -> Template:
         required, allowed = self.placeholders

@@ -10,15 +10,24 @@
 An answer is read as the sum over its surface forms ("Yes", " Yes", "yes", " yes"): which one a
 model puts after "Answer:" depends on its tokenizer. Forms the tokenizer splits into several
 tokens are left out; if every form of an answer is split, the stage stops and says so.
+
+A template made for a trained reranker (``prompt: qwen3-reranker``) names its ``answers``: yes-no
+then reads exactly those tokens (Qwen3-Reranker: ``yes`` and ``no``, no other forms) and refuses
+a model for which one is not a single token. Its ``{instruction}`` has a default in the
+template, which the stage's ``instruction`` replaces.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from rerankcli.core.errors import UserError
+from rerankcli.core.models import ResolvedModel
+from rerankcli.llm.accounting import Accounting
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Continuation, NextToken
 from rerankcli.llm.scheduler import Program
@@ -46,10 +55,33 @@ class YesNoStage(LLMRerankStage):
     method: Literal["yes-no"] = Field(description="yes-no: P(yes) that the passage is relevant")
     yes: str = Field("Yes", description="the answer meaning relevant (must be a single token)")
     no: str = Field("No", description="the answer meaning not relevant (must be a single token)")
+    instruction: str | None = Field(None, description=(
+        "the text of the template's {instruction} (e.g. a task instruction for Qwen3-Reranker); "
+        "default: the template's own"))
 
     default_prompt: ClassVar = "yes-no"
     asks: ClassVar = (NextToken,)
+    order_matters: ClassVar = False  # each passage is scored on its own
     summary: ClassVar = "pointwise: P(Yes) renormalised over Yes/No, from the next-token distribution"
+    added_options: ClassVar = {**LLMRerankStage.added_options, "instruction": None}
+
+    def template(self, base_dir: Path) -> Template:
+        """The template, with the stage's instruction; one that names its answers fixes them."""
+        template = super().template(base_dir)
+        if self.instruction is not None:
+            if "instruction" not in template.fields():
+                raise UserError(f"stage '{self.name}': instruction is set, but the template "
+                                f"{template.source} has no {{instruction}} placeholder")
+            template = dataclasses.replace(template, instruction=self.instruction)
+        if template.answers is not None:
+            if set(template.answers) != {"yes", "no"}:
+                raise UserError(f"stage '{self.name}': the template {template.source} names the answers "
+                                f"{sorted(template.answers)}; yes-no reads exactly 'yes' and 'no'")
+            chosen = sorted({"yes", "no"} & self.model_fields_set)
+            if chosen:
+                raise UserError(f"stage '{self.name}': the template {template.source} fixes the answer tokens "
+                                f"({template.answers['yes']!r}, {template.answers['no']!r}); leave out {chosen[0]}")
+        return template
 
     def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
         return answer_tokens(backend, {"yes": self.yes, "no": self.no})
@@ -57,12 +89,30 @@ class YesNoStage(LLMRerankStage):
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
         return {"answer_tokens": reranked.prepared}
 
+    def manifest_details(self, model: ResolvedModel, template: Template, queries: list[Query],
+                         accounting: Accounting, reranked: Reranked, restored: int) -> dict[str, Any]:
+        details = super().manifest_details(model, template, queries, accounting, reranked, restored)
+        details["answer_tokens"] = read_tokens(template, reranked.prepared)
+        if template.instruction is not None:
+            details["instruction"] = template.instruction
+        return details
+
     def program(self, query: Query, template: Template, forms: dict[str, list[str]]) -> Program:
+        forms = read_tokens(template, forms)
         asked = tuple(forms["yes"] + forms["no"])
         answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked)
                          for c in query.candidates]
         return {c.docid: answer_probabilities(a.logprobs, forms)["yes"]
                 for c, a in zip(query.candidates, answers)}, {}
+
+
+def read_tokens(template: Template, forms: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The tokens yes-no reads: the template's exact answers if it names them, else the forms
+    found for the stage's answers. A template's answer that is not one token is refused when
+    its first request is rendered (``Renderer.single_token``), before any model call."""
+    if template.answers is None:
+        return forms
+    return {"yes": [template.answers["yes"]], "no": [template.answers["no"]]}
 
 
 class GradedStage(LLMRerankStage):
@@ -71,6 +121,7 @@ class GradedStage(LLMRerankStage):
 
     default_prompt: ClassVar = "graded"
     asks: ClassVar = (NextToken,)
+    order_matters: ClassVar = False  # each passage is scored on its own
     summary: ClassVar = "pointwise: expected relevance label 0..scale, from the next-token distribution"
 
     def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
@@ -96,6 +147,7 @@ class QueryLikelihoodStage(LLMRerankStage):
     default_prompt: ClassVar = "query-likelihood"
     placeholders: ClassVar = ({"passage"}, {"passage"})
     asks: ClassVar = (Continuation,)
+    order_matters: ClassVar = False  # each passage is scored on its own
     summary: ClassVar = "pointwise: mean log-probability of the query's tokens given the passage (UPR)"
 
     def program(self, query: Query, template: Template, prepared: None) -> Program:

@@ -4,10 +4,16 @@ A stage's ``prompt:`` names a template shipped in ``prompts/`` or a file (relati
 pipeline). Pointwise templates use ``{query}`` and ``{passage}``; pairwise ones ``{query}``,
 ``{passage_a}`` and ``{passage_b}``. Listwise templates use
 ``{query}``, ``{num}`` and ``{passages}``, which expands to one ``item`` per candidate (default
-``"[{id}] {passage}\n"``). ``{{`` and ``}}`` are literal braces. Each method says which
-placeholders a template must have and may have (ICR templates are listwise ones whose
-``{query}`` comes last, as the attention probe), and a template that breaks that rule is
-refused before any model is loaded.
+``"[{id}] {passage}\n"``; an item may also show the candidate's first-stage ``{score}``).
+``{{`` and ``}}`` are literal braces. Each method says which placeholders a template must have
+and may have (ICR templates are listwise ones whose ``{query}`` comes last, as the attention
+probe), and a template that breaks that rule is refused before any model is loaded.
+
+Three optional keys serve trained rerankers that must be prompted exactly as their authors do:
+``raw: true`` sends ``user`` as the model's whole input (no chat template: the text carries its
+own special tokens), ``instruction`` is the default text of an ``{instruction}`` placeholder,
+and ``answers`` maps the method's answers to the exact tokens to read (e.g. ``yes: "yes"``)
+instead of every surface form.
 """
 
 from __future__ import annotations
@@ -34,27 +40,40 @@ class Template:
     answer_prefix: str
     digest: str
     item: str = "[{id}] {passage}\n"
+    raw: bool = False
+    instruction: str | None = None
+    answers: dict[str, str] | None = None
 
     def prompt(self, query: str, passage: str, max_passage_tokens: int | None = None) -> Prompt:
         """The prompt for one pair: ``{passage}`` becomes a truncatable ``Passage`` part."""
-        parts = _fill(self.user, {"query": query, "passage": Passage(passage, max_tokens=max_passage_tokens)})
-        return Prompt(tuple(parts), self.system, self.answer_prefix)
+        parts = _fill(self.user, {"query": query, "passage": Passage(passage, max_tokens=max_passage_tokens),
+                                  **self._values({})})
+        return Prompt(tuple(parts), self.system, self.answer_prefix, self.raw)
 
     def pair_prompt(self, query: str, passage_a: str, passage_b: str,
                     max_passage_tokens: int | None = None) -> Prompt:
         """A pairwise prompt: both passages truncatable, each on its own."""
         parts = _fill(self.user, {"query": query,
                                   "passage_a": Passage(passage_a, max_tokens=max_passage_tokens),
-                                  "passage_b": Passage(passage_b, max_tokens=max_passage_tokens)})
-        return Prompt(tuple(parts), self.system, self.answer_prefix)
+                                  "passage_b": Passage(passage_b, max_tokens=max_passage_tokens),
+                                  **self._values({})})
+        return Prompt(tuple(parts), self.system, self.answer_prefix, self.raw)
 
     def list_prompt(self, query: str, passages: list[str], ids: list[str],
-                    max_passage_tokens: int | None = None) -> Prompt:
-        """A listwise prompt: ``{passages}`` becomes one ``item`` per passage, in order."""
-        items = [part for identifier, passage in zip(ids, passages) for part in _fill(
-            self.item, {"id": identifier, "passage": Passage(passage, max_tokens=max_passage_tokens)})]
-        parts = _fill(self.user, {"query": query, "num": str(len(passages)), "passages": items})
-        return Prompt(tuple(parts), self.system, self.answer_prefix)
+                    max_passage_tokens: int | None = None, scores: list[str] | None = None,
+                    values: dict[str, str] | None = None) -> Prompt:
+        """A listwise prompt: ``{passages}`` becomes one ``item`` per passage, in order.
+
+        ``scores`` fill the items' ``{score}`` (the candidates' first-stage scores, as text);
+        ``values`` fill a method's own placeholders (e.g. ``{keep}``).
+        """
+        shown = scores if scores is not None else [""] * len(passages)
+        items = [part for identifier, passage, score in zip(ids, passages, shown) for part in _fill(
+            self.item, {"id": identifier, "passage": Passage(passage, max_tokens=max_passage_tokens),
+                        "score": score})]
+        parts = _fill(self.user, {"query": query, "num": str(len(passages)), "passages": items,
+                                  **self._values(values or {})})
+        return Prompt(tuple(parts), self.system, self.answer_prefix, self.raw)
 
     def attention_prompt(self, passages: list[str], ids: list[str],
                          max_passage_tokens: int | None = None) -> Prompt:
@@ -62,11 +81,19 @@ class Template:
         items = [part for k, (identifier, passage) in enumerate(zip(ids, passages)) for part in _fill(
             self.item, {"id": identifier, "passage": Passage(passage, str(k), max_passage_tokens)})]
         parts = _fill(self.user, {"query": Probe(), "num": str(len(passages)), "passages": items})
-        return Prompt(tuple(parts), self.system, self.answer_prefix)
+        return Prompt(tuple(parts), self.system, self.answer_prefix, self.raw)
 
     def fields(self) -> list[str]:
         """The placeholders of ``user``, in order."""
         return [f for _, f, _, _ in string.Formatter().parse(self.user) if f is not None]
+
+    def item_fields(self) -> set[str]:
+        """The placeholders of ``item``."""
+        return {f for _, f, _, _ in string.Formatter().parse(self.item) if f is not None}
+
+    def _values(self, values: dict[str, str]) -> dict[str, str]:
+        """A method's own placeholder values, with the template's default ``{instruction}``."""
+        return {"instruction": self.instruction or "", **values}
 
 
 def _fill(text: str, values: dict[str, Any]) -> list[Any]:
@@ -103,27 +130,44 @@ def _template_path(spec: str, base_dir: Path) -> Path:
     return path
 
 
-def _template_fields(path: Path, listwise: bool) -> dict[str, str | None]:
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", bool: "true/false", int: "a number", float: "a number",
+            type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _template_fields(path: Path, listwise: bool) -> dict[str, Any]:
     """The template's fields, each text (or left out): a list or a number is refused by name and line."""
     data, lines = load_yaml(path, "prompt template")
     if not isinstance(data, dict) or "user" not in data:
         raise UserError(f"{path}: a prompt template is a mapping with a 'user' string")
-    keys = {"user", "system", "answer_prefix"} | ({"item"} if listwise else set())
+    keys = {"user", "system", "answer_prefix", "instruction", "raw", "answers"} | ({"item"} if listwise else set())
     unknown = sorted(set(map(str, data)) - keys)
     if unknown:
         raise UserError(f"{path}: unknown keys {unknown}; use {', '.join(sorted(keys))}")
+    if not isinstance(data.get("raw", False), bool):
+        raise UserError(f"{where(path, line_of(lines, ('raw',)))}: field 'raw' must be true or false, "
+                        f"found {_kind(data['raw'])}")
+    answers = data.get("answers")
+    if answers is not None and not (isinstance(answers, dict) and answers
+                                    and all(isinstance(v, str) and v for v in answers.values())):
+        raise UserError(f"{where(path, line_of(lines, ('answers',)))}: field 'answers' must map each answer "
+                        "to its exact token text (e.g. yes: \"yes\")")
     for key, value in data.items():
+        if key in ("raw", "answers"):
+            continue
         if not isinstance(value, str) and (key == "user" or value is not None):
-            kind = {dict: "a mapping", list: "a list", bool: "true/false", int: "a number", float: "a number",
-                    type(None): "nothing"}.get(type(value), type(value).__name__)
-            raise UserError(f"{where(path, line_of(lines, (key,)))}: field '{key}' must be text, found {kind}"
+            raise UserError(f"{where(path, line_of(lines, (key,)))}: field '{key}' must be text, found {_kind(value)}"
                             + (" (quote it)" if isinstance(value, (int, float, bool)) else ""))
     return data
 
 
 def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[str],
-                  listwise: bool = False) -> Template:
-    """Read and check a template; ``spec`` is a shipped name or a YAML file path."""
+                  listwise: bool = False, item_score: bool = False) -> Template:
+    """Read and check a template; ``spec`` is a shipped name or a YAML file path.
+
+    ``item_score``: the method shows first-stage scores, so a listwise ``item`` must have
+    ``{score}`` (otherwise it must not).
+    """
     path = _template_path(spec, base_dir)
     data = _template_fields(path, listwise)
     text = path.read_text(encoding="utf-8")  # valid UTF-8: load_yaml read it
@@ -131,8 +175,14 @@ def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[st
     item = data.get("item") or Template.item
     if listwise:
         item_fields = set(_placeholders(item, path, "item"))
-        if item_fields != {"id", "passage"}:
-            raise UserError(f"{path}: 'item' must have the placeholders {{id}} and {{passage}} and no others")
+        wanted = {"id", "passage"} | ({"score"} if item_score else set())
+        if item_fields != wanted:
+            names = " and ".join("{" + f + "}" for f in sorted(wanted))
+            hint = (" (first_stage_scores: true shows each candidate's score there)" if item_score
+                    else " ({score} needs first_stage_scores: true)" if "score" in item_fields else "")
+            raise UserError(f"{path}: 'item' must have the placeholders {names} and no others{hint}")
+    if data.get("instruction") is not None:  # a template with a default instruction may place it
+        allowed = allowed | {"instruction"}
     missing = required - set(fields)
     if missing:
         raise UserError(f"{path}: 'user' lacks the placeholder {{{sorted(missing)[0]}}}")
@@ -141,4 +191,5 @@ def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[st
         raise UserError(f"{path}: 'user' has the placeholder {{{sorted(extra)[0]}}}; "
                         f"this method fills only {', '.join('{' + a + '}' for a in sorted(allowed))}")
     return Template(str(spec), data["user"], data.get("system"), data.get("answer_prefix") or "",
-                    text_digest(text), item)
+                    text_digest(text), item, bool(data.get("raw", False)), data.get("instruction"),
+                    data.get("answers"))

@@ -113,3 +113,48 @@ def test_probes_share_one_prefix_and_their_rows_are_their_own_tokens(tokenizer):
 ])
 def test_water_fill_finds_the_largest_common_cap(lengths, budget, expected):
     assert _water_fill(lengths, budget) == expected
+
+
+# -- raw prompts: a trained reranker's exact input ----------------------------------------------
+
+RAW = Prompt.of("<|im_start|>user\nQuery: capital of france\nPassage: ", Passage("Paris is the capital."),
+                "<|im_end|>\n<|im_start|>assistant\n", raw=True)
+RAW_TEXT = ("<|im_start|>user\nQuery: capital of france\nPassage: Paris is the capital.<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("chat", [None, False])
+def test_a_raw_prompt_is_its_text_with_no_frame_and_no_special_tokens_added(tokenizer, chat):
+    # with the chat template on (None: SmolLM2 has one) no frame is added; with it off, no BOS
+    rendered = Renderer(tokenizer, 512, chat=chat).render(RAW)
+    assert rendered.ids == tokenizer(RAW_TEXT, add_special_tokens=False)["input_ids"]
+    assert rendered.ids.count(tokenizer.convert_tokens_to_ids("<|im_start|>")) == 2  # markers are one token each
+
+
+def test_a_raw_prompt_is_cut_only_in_its_passage(tokenizer):
+    prompt = Prompt.of("<|im_start|>user\nQ: x\nD: ", Passage("word " * 500), "<|im_end|>\n<|im_start|>assistant\n",
+                       raw=True)
+    rendered = Renderer(tokenizer, max_length=64).render(prompt, reserve=1)
+    assert len(rendered.ids) <= 63 and rendered.truncated == 1
+    assert tokenizer.decode(rendered.ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_raw_prompt_with_a_system_turn_is_refused(tokenizer):
+    prompt = Prompt.of("<|im_start|>user\nHi<|im_end|>\n", system="You rank.", raw=True)
+    with pytest.raises(UserError, match="write its system turn into the text"):
+        Renderer(tokenizer, 512).render(prompt)
+
+
+def test_a_raw_prompt_with_a_marker_the_tokenizer_does_not_know_is_refused(tokenizer):
+    prompt = Prompt.of("<|start_header_id|>user<|end_header_id|>\n", Passage("x"), raw=True)  # Llama 3's markers
+    with pytest.raises(UserError, match="'<\\|start_header_id\\|>', which this model's tokenizer does not know"):
+        Renderer(tokenizer, 512).render(prompt)
+
+
+def test_the_common_cap_is_reported_when_passages_were_cut(tokenizer):
+    renderer = Renderer(tokenizer, max_length=200, chat=False)
+    prompt = Prompt.of("Q: x\n", Passage("alpha " * 300, label="a"), "\n", Passage("gamma", label="s"), "\n",
+                       Passage("beta " * 300, label="b"))
+    rendered = renderer.render(prompt, reserve=10)
+    assert rendered.cap > 0 and abs(rendered.cap - max(b - a for a, b in rendered.spans.values())) <= 1
+    assert renderer.render(Prompt.of("Q: x\n", Passage("gamma"))).cap is None

@@ -23,6 +23,15 @@ METHODS = {
     "pairwise-heapsort": {"method": "pairwise", "strategy": "heapsort", "top_k": 3},
     "pairwise-sliding": {"method": "pairwise", "strategy": "sliding", "top_k": 3},
     "icr": {"method": "icr"},
+    "listwise-tdpart": {"method": "listwise", "strategy": "tdpart", "window": 3, "top_k": 2, "budget": 2,
+                        "max_new_tokens": 8},
+    "listwise-psc": {"method": "listwise", "strategy": "sliding", "window": 4, "stride": 2, "permutations": 2,
+                     "max_new_tokens": 8},
+    "insertrank": {"method": "listwise", "strategy": "first", "window": 4, "stride": 2, "first_stage_scores": True},
+    "setwise-heapsort": {"method": "setwise", "top_k": 3},
+    "setwise-bubblesort": {"method": "setwise", "strategy": "bubblesort", "top_k": 3},
+    "tourrank": {"method": "tourrank", "group_size": 3, "max_new_tokens": 8},
+    "groupwise": {"method": "groupwise", "group_size": 4, "repeats": 2, "max_new_tokens": 8},
 }
 
 

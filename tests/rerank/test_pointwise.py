@@ -78,5 +78,7 @@ def test_query_likelihood_templates_must_not_show_the_query(tmp_path):
 
 
 def test_an_unknown_template_name_lists_the_shipped_ones(tmp_path):
-    with pytest.raises(UserError, match="shipped templates: graded, icr, listwise, listwise-first, pairwise, query-likelihood, yes-no"):
+    shipped = "graded, groupwise, icr, insertrank, insertrank-first, listwise, listwise-first, pairwise, " \
+              "query-likelihood, qwen3-reranker, setwise, tourrank, yes-no"
+    with pytest.raises(UserError, match=f"shipped templates: {shipped}$"):
         stage_of(YesNoStage, "yes-no", prompt="yesno").template(tmp_path)
