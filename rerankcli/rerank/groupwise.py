@@ -28,11 +28,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import Generate, Request
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, summed_repairs
 from rerankcli.rerank.orders import shuffled
 from rerankcli.rerank.permutation import THINK
 from rerankcli.rerank.templates import Template, load_template
@@ -140,10 +139,7 @@ class GroupwiseStage(LLMRerankStage):
 
     # -- the method --------------------------------------------------------------------------
     def repairs(self, reranked: Reranked) -> Counter:
-        totals: Counter = Counter()
-        for record in reranked.records.values():
-            totals.update(record["repairs"])
-        return totals
+        return summed_repairs(reranked)
 
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
         totals = self.repairs(reranked)
@@ -156,11 +152,8 @@ class GroupwiseStage(LLMRerankStage):
 
     def check_method(self, reranked: Reranked) -> None:
         details = self.method_details(reranked)
-        groups, repaired = details["groups"], details["repaired_groups"]
-        if groups and repaired / groups > self.max_repair_rate:
-            raise UserError(f"stage '{self.name}': {repaired} of {groups} group answers needed a repair "
-                            f"(more than max_repair_rate {self.max_repair_rate:g}); the model does not "
-                            "follow the output format")
+        refuse_poor_answers(self.name, details["repaired_groups"], details["groups"], self.max_repair_rate,
+                            "group answers needed a repair")
 
     def program(self, query: Query, template: Template, prepared: None) -> Program:
         n = len(query.candidates)

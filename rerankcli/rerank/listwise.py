@@ -42,7 +42,7 @@ from rerankcli.llm.requests import Generate, NextToken, Request
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.aggregate import borda, kemeny
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, summed_repairs
 from rerankcli.rerank.orders import shuffled
 from rerankcli.rerank.permutation import REPAIRS, parse_permutation
 from rerankcli.rerank.tdpart import planned_range, tdpart
@@ -136,10 +136,7 @@ class ListwiseStage(LLMRerankStage):
                                 f"tokens; this model's tokenizer splits {split}")
 
     def repairs(self, reranked: Reranked) -> Counter:
-        totals: Counter = Counter()
-        for record in reranked.records.values():
-            totals.update(record["repairs"])
-        return totals
+        return summed_repairs(reranked)
 
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
         totals = self.repairs(reranked)
@@ -158,12 +155,9 @@ class ListwiseStage(LLMRerankStage):
 
     def check_method(self, reranked: Reranked) -> None:
         details = self.method_details(reranked)
-        prompts, repaired = details.get("prompts", details["windows"]), details["repaired_windows"]
-        if prompts and repaired / prompts > self.max_repair_rate:
-            noun = "windows" if self.permutations == 1 else "prompts"
-            raise UserError(f"stage '{self.name}': {repaired} of {prompts} {noun} "
-                            f"needed their answer repaired (more than max_repair_rate "
-                            f"{self.max_repair_rate:g}); the model does not follow the output format")
+        noun = "windows" if self.permutations == 1 else "prompts"
+        refuse_poor_answers(self.name, details["repaired_windows"], details.get("prompts", details["windows"]),
+                            self.max_repair_rate, f"{noun} needed their answer repaired")
 
     def planned_calls(self, n: int) -> tuple[int, int]:
         """Windows times permutations: sliding windows move up by ``stride`` until one reaches the

@@ -223,3 +223,18 @@ def answer_probabilities(logprobs: dict[str, float], groups: dict[Any, list[str]
         return {g: 1.0 / len(groups) for g in groups}
     return {g: m / total for g, m in mass.items()}
 
+
+
+def summed_repairs(reranked: Reranked) -> Counter:
+    """The per-query records' ``repairs`` counts, added up (methods that parse generated text)."""
+    totals: Counter = Counter()
+    for record in reranked.records.values():
+        totals.update(record["repairs"])
+    return totals
+
+
+def refuse_poor_answers(stage: str, repaired: int, total: int, rate: float, what: str) -> None:
+    """Fail the stage when more than ``rate`` of its ``total`` answers needed a repair."""
+    if total and repaired / total > rate:
+        raise UserError(f"stage '{stage}': {repaired} of {total} {what} (more than max_repair_rate "
+                        f"{rate:g}); the model does not follow the output format")

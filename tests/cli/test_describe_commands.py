@@ -29,7 +29,7 @@ def test_methods_listwise_shows_window_its_default_and_description(rerank) -> No
     result = rerank("methods", "listwise")
     assert result.code == 0, result.err
     window = next(line.split(None, 3) for line in result.out.splitlines() if line.startswith("window "))
-    assert window == ["window", "int", "20", "candidates per prompt (sliding, first)"]
+    assert window == ["window", "int", "20", "candidates per prompt (sliding, first, tdpart)"]
 
 
 def test_methods_hf_shows_the_backend_fields(rerank) -> None:
