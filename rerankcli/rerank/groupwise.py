@@ -31,7 +31,7 @@ from pydantic import Field
 from rerankcli.llm.requests import Generate, Request
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, summed_repairs
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, repair_counts, summed_repairs
 from rerankcli.rerank.orders import shuffled
 from rerankcli.rerank.permutation import THINK
 from rerankcli.rerank.templates import Template, load_template
@@ -147,8 +147,7 @@ class GroupwiseStage(LLMRerankStage):
         return {"groups": sum(r["groups"] for r in records.values()),
                 "repaired_groups": sum(r["repaired_groups"] for r in records.values()),
                 "unparsed_groups": totals["unparsed"],
-                "repairs": {k: totals[k] for k in REPAIRS if totals[k]},
-                "repairs_per_query": {q: r["repairs"] for q, r in sorted(records.items()) if r["repairs"]}}
+                **repair_counts(reranked, REPAIRS)}
 
     def check_method(self, reranked: Reranked) -> None:
         details = self.method_details(reranked)

@@ -42,7 +42,7 @@ from rerankcli.llm.requests import Generate, NextToken, Request
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.aggregate import borda, kemeny
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, summed_repairs
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, repair_counts, summed_repairs
 from rerankcli.rerank.orders import shuffled
 from rerankcli.rerank.permutation import REPAIRS, parse_permutation
 from rerankcli.rerank.tdpart import planned_range, tdpart
@@ -139,12 +139,10 @@ class ListwiseStage(LLMRerankStage):
         return summed_repairs(reranked)
 
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
-        totals = self.repairs(reranked)
         records = reranked.records
         details = {"windows": sum(r["windows"] for r in records.values()),
                    "repaired_windows": sum(r["repaired_windows"] for r in records.values()),
-                   "repairs": {k: totals[k] for k in REPAIRS if totals[k]},
-                   "repairs_per_query": {q: r["repairs"] for q, r in sorted(records.items()) if r["repairs"]}}
+                   **repair_counts(reranked, REPAIRS)}
         if self.strategy == "tdpart":  # candidates that beat a pivot but were cut by the budget
             details["over_budget"] = sum(r.get("over_budget", 0) for r in records.values())
         if self.permutations > 1:

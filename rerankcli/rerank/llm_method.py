@@ -233,6 +233,13 @@ def summed_repairs(reranked: Reranked) -> Counter:
     return totals
 
 
+def repair_counts(reranked: Reranked, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """The manifest's repair counts: totals by kind (in ``kinds`` order) and per query."""
+    totals = summed_repairs(reranked)
+    return {"repairs": {k: totals[k] for k in kinds if totals[k]},
+            "repairs_per_query": {q: r["repairs"] for q, r in sorted(reranked.records.items()) if r["repairs"]}}
+
+
 def refuse_poor_answers(stage: str, repaired: int, total: int, rate: float, what: str) -> None:
     """Fail the stage when more than ``rate`` of its ``total`` answers needed a repair."""
     if total and repaired / total > rate:

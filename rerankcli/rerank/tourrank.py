@@ -44,7 +44,7 @@ from pydantic import Field, model_validator
 from rerankcli.llm.requests import Generate, Request
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, summed_repairs
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, repair_counts, summed_repairs
 from rerankcli.rerank.orders import shuffled
 from rerankcli.rerank.permutation import BARE, THINK
 from rerankcli.rerank.templates import Template, load_template
@@ -186,14 +186,12 @@ class TourrankStage(LLMRerankStage):
         return summed_repairs(reranked)
 
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
-        totals = self.repairs(reranked)
         records = reranked.records
         return {"tournaments": self.tournaments,
                 "schedule_at_depth": [[r.entrants, r.groups, r.advance] for r in self.schedule(self.depth)],
                 "groups": sum(r["groups"] for r in records.values()),
                 "repaired_groups": sum(r["repaired_groups"] for r in records.values()),
-                "repairs": {k: totals[k] for k in REPAIRS if totals[k]},
-                "repairs_per_query": {q: r["repairs"] for q, r in sorted(records.items()) if r["repairs"]}}
+                **repair_counts(reranked, REPAIRS)}
 
     def check_method(self, reranked: Reranked) -> None:
         details = self.method_details(reranked)
