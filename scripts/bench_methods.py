@@ -38,6 +38,11 @@ METHODS: dict[str, dict] = {
     "tourrank-2": {"method": "tourrank", "tournaments": 2},
     "groupwise": {"method": "groupwise", "group_size": 10, "repeats": 2},
     "icr": {"method": "icr"},
+    # reasoning presets with a 64-token think budget (issue 26): cost and mechanics on a small model
+    "rank1-64": {"method": "rank1", "reasoning": {"max_tokens": 64}},
+    "erank-64": {"method": "erank", "reasoning": {"max_tokens": 64}},
+    "reasonrank-64": {"method": "reasonrank", "reasoning": {"max_tokens": 64}},
+    "rank-r1-64": {"method": "rank-r1", "reasoning": {"max_tokens": 64}},
 }
 
 
@@ -68,6 +73,7 @@ def main() -> None:
     from rerankcli.core.store import Store, default_cache_dir
     from rerankcli.pipeline.registry import STAGES
     from rerankcli.rerank.candidates import merge
+    from rerankcli.rerank.llm_method import reasoning_totals
 
     dl19 = load(args.data or DATA, args.depth, args.queries)
     candidates, bm25, score = dl19.candidates, dl19.bm25, dl19.ndcg10
@@ -76,8 +82,8 @@ def main() -> None:
     store = Store(default_cache_dir())
     print(f"DL19: {len(candidates)} queries, BM25 top-{args.depth} (BM25 nDCG@10 {score(bm25):.4f}), "
           f"{args.model} on {args.backend}, passages cut to {args.max_passage_tokens} tokens", flush=True)
-    print("| method | nDCG@10 | LLM calls | prompt tokens | generated tokens | repairs | wall s |")
-    print("|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| method | nDCG@10 | LLM calls | prompt tokens | generated tokens | repairs | forced closes | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for name in args.methods:
         settings = dict(METHODS[name])
         cls = STAGES["rerank"][settings["method"]]  # type: ignore[index]
@@ -92,8 +98,12 @@ def main() -> None:
                "generated_tokens": llm["generated_tokens"], "repairs": sum(llm["parse_repairs"].values()),
                "wall_s": round(wall, 1), "queries": len(candidates), "depth": args.depth,
                "model": args.model, "backend": args.backend, "details": stage.method_details(state)}
+        forced = "-"
+        if stage.reasoning is not None:
+            row["reasoning"] = reasoning_totals(stage.reasoning, state)
+            forced = f"{row['reasoning']['forced_closes']:,} ({row['reasoning']['forced_rate']:.0%})"
         print(f"| {name} | {row['ndcg@10']:.4f} | {row['calls']:,} | {row['prompt_tokens']:,} | "
-              f"{row['generated_tokens']:,} | {row['repairs']:,} | {wall:.1f} |", flush=True)
+              f"{row['generated_tokens']:,} | {row['repairs']:,} | {forced} | {wall:.1f} |", flush=True)
         if args.json is not None:
             with args.json.open("a", encoding="utf-8") as out:
                 out.write(json.dumps(row, default=str) + "\n")

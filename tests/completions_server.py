@@ -3,7 +3,8 @@
 It serves a transformers model (computed here with plain transformers, independently of the
 hf backend) with the subset of ``/v1/completions`` that vLLM's server offers and the openai
 backend uses: token-id prompts, greedy generation with ``stop``, ``echo`` + ``logprobs`` and
-vLLM's ``logprob_token_ids`` with ``return_tokens_as_token_ids``. ``faults`` makes the next
+vLLM's ``logprob_token_ids`` with ``return_tokens_as_token_ids``, and its ``stop_reason``;
+``split_reasoning`` answers as a server running a reasoning parser. ``faults`` makes the next
 requests fail on purpose: ``"429"`` answers Too Many Requests, ``"slow:S"`` sleeps S seconds
 before answering (past the client's timeout).
 """
@@ -28,7 +29,10 @@ class CompletionsServer:
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         self.faults: deque[str] = deque()
+        #: answer as a server with a reasoning parser does: text before "</think>" in reasoning_content
+        self.split_reasoning = False
         self.seen: list[str] = []  # what happened to each request: "ok", "429", "slow"
+        self.bodies: list[dict[str, Any]] = []  # every request's JSON body, in arrival order
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -53,10 +57,15 @@ class CompletionsServer:
         if eos in new:
             new = new[: new.index(eos)]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
         for stop in body.get("stop") or []:
             if stop in text:
                 text = text[: text.index(stop)]
-        choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": "length"}
+                choice.update(finish_reason="stop", stop_reason=stop)  # as vLLM's server reports it
+        if self.split_reasoning:  # a server-side reasoning parser: the think block moves out of the text
+            reasoning, closed, rest = text.partition("</think>")
+            choice["reasoning_content"], text = reasoning, rest if closed else ""
+        choice["text"] = text
         if body.get("logprobs") is not None:
             first = logprobs[-1]
             wanted = body.get("logprob_token_ids") or first.topk(max(1, body["logprobs"])).indices.tolist()
@@ -104,6 +113,7 @@ class CompletionsServer:
                 with server.lock:
                     fault = server.faults.popleft() if server.faults else None
                     server.seen.append(fault.split(":")[0] if fault else "ok")
+                    server.bodies.append(body)
                 if fault == "429":
                     self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
                     return

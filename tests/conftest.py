@@ -133,7 +133,6 @@ def tiny_llama(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
     Grouped-query attention (4 heads, 2 key/value heads) so that code paths repeating keys run.
     """
-    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(smollm_folder)
@@ -141,12 +140,41 @@ def tiny_llama(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) ->
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=2048, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return random_model(LlamaForCausalLM, config, tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def random_model(cls, config, tokenizer, folder: Path) -> Path:
+    """A model of ``cls`` with random weights (seed 0) and ``tokenizer``, saved in ``folder``."""
+    import torch
+
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(folder)
+    cls(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+#: Qwen3's chat template in short: thinking is on unless the caller passes enable_thinking=False,
+#: which writes an empty, closed think block instead
+QWEN3_CHAT = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Qwen3 with random weights (seed 0): SmolLM2's tokenizer with <think> and </think>
+    added (as in Qwen3's: added, not special) and a Qwen3-style chat template with thinking."""
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_folder)
+    tokenizer.add_tokens(["<think>", "</think>"])
+    tokenizer.chat_template = QWEN3_CHAT
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=2048,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    return random_model(Qwen3ForCausalLM, config, tokenizer, tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 # -- a small DL19 slice for rerank stages on real models ------------------------------------------

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import sys
 
-from rerankcli.cli import pipeline_commands, eval_commands, describe_commands, cache_commands  # noqa: F401  isort: skip (they register the commands, in this order)
+from rerankcli.cli import pipeline_commands, eval_commands, describe_commands, cache_commands, explain_command  # noqa: F401  isort: skip (they register the commands, in this order)
 from rerankcli.cli.app import app
 from rerankcli.core import faults
 from rerankcli.core.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_RESOURCE,

@@ -83,6 +83,12 @@ def write_text(path: str | Path, text: str) -> None:
         handle.write(text)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        handle.write(data)
+
+
 def copy_file(source: str | Path, target: str | Path) -> None:
     """Copy ``source`` to ``target`` atomically (the target never appears half-copied)."""
     with open(source, "rb") as src, atomic_open(target, "wb") as dst:

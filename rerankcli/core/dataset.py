@@ -1,19 +1,24 @@
-"""The dataset of a pipeline: local files or an ir_datasets id, loaded lazily and fingerprinted.
+"""The dataset of a pipeline: local files, an ir_datasets id or a BRIGHT domain, loaded lazily
+and fingerprinted.
 
 Stages ask for the corpus, queries or qrels only when they run; cached stages never load
 them. Fingerprints (content hashes of the files, or the ir_datasets id and version) enter
 the stage keys, so editing the topics or qrels invalidates exactly what depends on them.
+A BRIGHT domain (``core/bright.py``) also lists, per query, documents that evaluation removes
+from every run (``excluded``); the other sources exclude nothing.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rerankcli.core.bright import BrightSource
 from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.formats import Corpus, Qrels, read_corpus, read_qrels, read_queries
 from rerankcli.core.hashing import file_digest
@@ -21,8 +26,13 @@ from rerankcli.core.user_files import check_regular, numbered_lines
 from rerankcli.core.versions import versions
 
 
+#: what a BRIGHT domain name may be: it names files (``<domain>-00000-of-00001.parquet``)
+BRIGHT_DOMAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
 class DatasetConfig(BaseModel):
-    """``{corpus, queries, qrels}`` file paths, or ``irds: <ir_datasets id>``."""
+    """``{corpus, queries, qrels}`` file paths, ``irds: <ir_datasets id>``, or
+    ``{bright: <folder>, domain: <name>}``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,6 +42,11 @@ class DatasetConfig(BaseModel):
     qrels: Path | None = None
     #: which queries retrieval runs: only those with judgements (BEIR practice), or all
     query_set: Literal["judged", "all"] = "judged"
+    bright: Path | None = Field(None, description=(
+        "a BRIGHT folder (documents/, long_documents/, examples/ as parquet, JSONL or save_to_disk tables)"))
+    domain: str | None = Field(None, description="the BRIGHT domain (split) to read, e.g. biology")
+    documents: Literal["short", "long"] = Field("short", description=(
+        "BRIGHT: documents and gold_ids (short), or long_documents and gold_ids_long (long)"))
 
     @model_validator(mode="before")
     @classmethod
@@ -46,7 +61,22 @@ class DatasetConfig(BaseModel):
     def _irds_or_files(self) -> DatasetConfig:
         if self.irds is not None and (self.corpus or self.queries or self.qrels):
             raise ValueError("give either 'irds' or file paths, not both")
+        if self.bright is None:
+            extra = [name for name in ("domain", "documents") if name in self.model_fields_set]
+            if extra:
+                raise ValueError(f"'{extra[0]}' belongs to a BRIGHT dataset (bright: <folder>, domain: <name>)")
+            return self
+        if self.irds is not None or self.corpus or self.queries or self.qrels:
+            raise ValueError("give one of 'bright', 'irds' or file paths {corpus, queries, qrels}")
+        if self.domain is None:
+            raise ValueError("a BRIGHT dataset needs 'domain' (e.g. domain: biology)")
+        if not BRIGHT_DOMAIN.match(self.domain):
+            raise ValueError(f"domain {shown(self.domain)} is not a domain name (letters, digits, '_', '.', '-')")
         return self
+
+    def sets(self, part: str) -> bool:
+        """Whether the dataset provides ``part`` (corpus, queries, qrels)."""
+        return self.irds is not None or self.bright is not None or getattr(self, part) is not None
 
     def resolved(self, base_dir: Path) -> DatasetConfig:
         """Paths made absolute relative to the pipeline file's folder."""
@@ -58,7 +88,8 @@ class DatasetConfig(BaseModel):
             except RuntimeError:  # a symbolic link loop: kept as written, refused when it is checked
                 return Path(os.path.abspath(base_dir / path))
         return self.model_copy(
-            update={"corpus": fix(self.corpus), "queries": fix(self.queries), "qrels": fix(self.qrels)}
+            update={"corpus": fix(self.corpus), "queries": fix(self.queries), "qrels": fix(self.qrels),
+                    "bright": fix(self.bright)}
         )
 
 
@@ -76,10 +107,17 @@ class Dataset:
 
     def __init__(self, config: DatasetConfig) -> None:
         self.config = config
-        self.label = f"irds:{config.irds}" if config.irds else "dataset"
+        self.bright = (BrightSource(config.bright, config.domain or "", config.documents)
+                       if config.bright is not None else None)
+        self.label = (f"irds:{config.irds}" if config.irds else
+                      self.bright.label if self.bright is not None else "dataset")
 
     def has(self, part: str) -> bool:
-        return self.config.irds is not None or getattr(self.config, part) is not None
+        return self.config.sets(part)
+
+    def source(self, part: str) -> str:
+        """What to name in a message about ``part``: its file, or the dataset's label."""
+        return str(self.path(part)) if self.config.irds is None and self.bright is None else self.label
 
     def path(self, part: str) -> Path:
         path = getattr(self.config, part)
@@ -90,6 +128,8 @@ class Dataset:
     @functools.cache
     def fingerprint(self, part: str) -> str:
         """Content identity of one part; queries also depend on the query set and qrels."""
+        if self.bright is not None:
+            return self.bright.fingerprint(part, self.config.query_set)
         if self.config.irds is not None:
             from rerankcli.core.irds import irds_dataset
 
@@ -109,6 +149,8 @@ class Dataset:
 
     @functools.cache
     def corpus(self) -> Corpus:
+        if self.bright is not None:
+            return self.bright.corpus
         if self.config.irds is not None:
             from rerankcli.core.irds import irds_corpus
             return irds_corpus(self.config.irds)
@@ -116,13 +158,21 @@ class Dataset:
 
     @functools.cache
     def qrels(self) -> Qrels:
+        if self.bright is not None:
+            return self.bright.examples.qrels
         if self.config.irds is not None:
             from rerankcli.core.irds import irds_qrels
             return irds_qrels(self.config.irds)
         return read_qrels(self.path("qrels"))
 
+    def excluded(self) -> dict[str, frozenset[str]]:
+        """Per query, documents removed from every run before evaluation (BRIGHT's excluded_ids)."""
+        return self.bright.examples.excluded if self.bright is not None else {}
+
     @functools.cache
     def all_queries(self) -> dict[str, str]:
+        if self.bright is not None:
+            return self.bright.examples.queries
         if self.config.irds is not None:
             from rerankcli.core.irds import irds_queries
             return irds_queries(self.config.irds)
@@ -138,7 +188,7 @@ class Dataset:
         absent = set(qrels) - set(queries)
         if absent:
             count = f"{len(absent)} judged quer{'y' if len(absent) == 1 else 'ies'}"
-            if self.config.irds:
+            if self.config.irds or self.bright is not None:
                 raise UserError(f"{self.label}: {count} absent from the queries")
             path = self.path("qrels")
             number, qid = first_line_of(path, absent, "qrels")

@@ -7,7 +7,8 @@ fault) arms points with ``$RERANK_FAULTS``, a comma-separated list of ``ACTION@P
 
 * ACTION: an errno name (``ENOSPC``, ``EACCES``, ``EIO``, ``EROFS``, ...): the write raises
   ``OSError`` with that errno and the path, as the kernel would; or ``SIGINT`` / ``SIGTERM``:
-  the process sends itself that signal, a real one, handled as if it came from outside;
+  the process sends itself that signal, a real one, handled as if it came from outside; or
+  ``SIGKILL``: the process dies on the spot (an out-of-memory kill, a preempted batch job);
 * PATTERN: an ``fnmatch`` pattern over the point's name: ``write:<path>`` (an atomic file
   write, after part of the data is written), ``journal:<path>`` (appending one finished query),
   ``publish:<entry folder>`` (renaming a cache entry into place), ``stage-start:<stage>``,
@@ -43,7 +44,7 @@ def parse(spec: str) -> tuple[Fault, ...]:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         action, sep, rest = item.partition("@")
         pattern, _, nth = rest.partition("#")
-        if not sep or not pattern or not (action in ("SIGINT", "SIGTERM") or hasattr(errnos, action)):
+        if not sep or not pattern or not (action in ("SIGINT", "SIGTERM", "SIGKILL") or hasattr(errnos, action)):
             raise ValueError(f"${VARIABLE}: cannot read {item!r}; write ACTION@PATTERN[#N]")
         faults.append(Fault(action, pattern, int(nth) if nth else 1))
     return tuple(faults)

@@ -65,6 +65,9 @@ class StageOutput:
     run: Run | None = None
     metrics: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: more files of the stage's cache entry, copied beside its run as ``<stage>.<name>``
+    #: (a reasoning stage's ``traces.jsonl.gz``)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 class StageConfig(BaseModel):

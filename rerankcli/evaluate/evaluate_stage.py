@@ -3,6 +3,11 @@
 With ``baseline:`` (one of its inputs) the stage also compares every other input with it,
 exactly as ``rerank compare`` does, and writes ``<stage>.comparison.md``, ``.json`` and a
 ``.png`` of the per-query differences next to ``metrics.json``.
+
+With the dataset's qrels, documents the dataset excludes for a query (BRIGHT's
+``excluded_ids``) are removed from every input run before its metrics are computed, as
+BRIGHT's own scorer does; the manifest's details count them per run. Other datasets exclude
+nothing, and their runs are evaluated as they are.
 """
 
 from __future__ import annotations
@@ -93,7 +98,7 @@ class EvaluateStage(StageConfig):
             return
         qrels = read_qrels(self.qrels)
         if ctx.dataset.has("queries") and not set(qrels) & set(ctx.dataset.all_queries()):
-            queries = ctx.dataset.label if ctx.dataset.config.irds else ctx.dataset.path("queries")
+            queries = ctx.dataset.source("queries")
             raise UserError(f"stage '{self.name}': field 'qrels': {self.qrels} judges none of the queries of "
                             f"{queries}; no run of this pipeline could be evaluated")
 
@@ -106,14 +111,19 @@ class EvaluateStage(StageConfig):
 
     def execute(self, ctx: Context, inputs: list[Run]) -> StageOutput:
         qrels = read_qrels(self.qrels) if self.qrels else ctx.dataset.qrels()
+        excluded = {} if self.qrels else ctx.dataset.excluded()  # they belong to the dataset's judgements
         metrics = [parse_metric(m) for m in self.metrics]
         results = []
+        dropped = []
         names = [f"run '{name}'" for name in self.input_names() or []] or ["its input run"]
         for name, run in zip(names, inputs):
             if not set(run.scores) & set(qrels):  # as `rerank eval` refuses it: a wrong qrels file, not 0.0
-                source = self.qrels or (ctx.dataset.label if ctx.dataset.config.irds else ctx.dataset.path("qrels"))
+                source = self.qrels or ctx.dataset.source("qrels")
                 raise UserError(f"stage '{self.name}': no query of {name} is judged in {source}; "
                                 "nothing to evaluate")
+            if excluded:
+                run, count = without_excluded(run, excluded)
+                dropped.append(count)
             result = evaluate(run, qrels, metrics, self.relevance_level, self.missing)
             results.append({
                 "means": result.means,
@@ -122,7 +132,10 @@ class EvaluateStage(StageConfig):
                 "unjudged_queries": len(result.run_only),
                 "queries_missing_from_run": len(result.qrels_only),
             })
-        return StageOutput(metrics={"runs": results}, details={"runs": len(inputs)})
+        details: dict[str, Any] = {"runs": len(inputs)}
+        if excluded:  # one count per input run, in the order of the manifest's input_stages
+            details["excluded_ids_dropped"] = dropped
+        return StageOutput(metrics={"runs": results}, details=details)
 
     def comparison(self, names: list[str], results: list[dict[str, Any]]) -> Comparison | None:
         """The comparison with the baseline, from the stage's stored per-query values."""
@@ -151,3 +164,21 @@ class EvaluateStage(StageConfig):
         write_text(data, json.dumps(comparison_json(comparison), indent=2) + "\n")
         plot_differences(comparison, png)
         return [markdown, data, png]
+
+
+def without_excluded(run: Run, excluded: dict[str, frozenset[str]]) -> tuple[Run, int]:
+    """``run`` less each query's excluded documents (a new run: the input is shared), and how many went.
+
+    The documents after a removed one move up, as they do when BRIGHT removes excluded ids
+    before ranking; a query whose every document is excluded stays, with none.
+    """
+    kept: dict[str, dict[str, float]] = {}
+    count = 0
+    for qid, docs in run.scores.items():
+        drop = excluded.get(qid)
+        if drop and not drop.isdisjoint(docs):
+            kept[qid] = {doc: score for doc, score in docs.items() if doc not in drop}
+            count += len(docs) - len(kept[qid])
+        else:
+            kept[qid] = docs
+    return Run(kept), count

@@ -66,4 +66,6 @@ def _execute_per_query(stage: LLMRerankStage, ctx: Context, inputs: list[Run], j
             progress.close()
     scores, accounting, reranked = stage.conclude(results, prepared, batches)
     details = stage.manifest_details(model, session.template, queries, accounting, reranked, len(restored))
-    return output(inputs[0], scores, stage.depth, details)
+    result = output(inputs[0], scores, stage.depth, details)
+    result.files.update(stage.output_files(reranked))
+    return result

@@ -41,15 +41,22 @@ def request_key(namespace: str, request: Request) -> str:
     """The hash that identifies a call: setup namespace, request kind and content."""
     parts = [[type(p).__name__, p if isinstance(p, str) else asdict(p)] for p in request.prompt.parts]
     prompt = {**asdict(request.prompt), "parts": parts}
-    if not prompt["raw"]:  # added later: plain prompts keep the keys they always had
-        del prompt["raw"]
+    for added in ("raw", "thinking", "room"):  # added later: plain prompts keep the keys they always had
+        if not prompt[added]:
+            del prompt[added]
     body = {**asdict(request), "prompt": prompt}
+    for added, default in (("temperature", 0.0), ("seed", 0), ("reasoning_effort", None)):  # likewise
+        if body.get(added, default) == default:
+            body.pop(added, None)
     text = json.dumps([namespace, type(request).__name__, body], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 def encode(response: Response) -> str:
-    return json.dumps([type(response).__name__, asdict(response)])
+    values = asdict(response)
+    if values.get("stopped_by", "") is None:  # added later: an older rerankcli can still read the entry
+        del values["stopped_by"]
+    return json.dumps([type(response).__name__, values])
 
 
 def decode(text: str) -> Response:

@@ -188,31 +188,45 @@ class HFBackend(Backend):
 
     # -- generation ---------------------------------------------------------------------------
     def _generate(self, requests: list[Generate]) -> list[Response]:
-        torch = self.torch
+        """Greedy requests in padded batches (grouped by length limit and stop strings), which
+        end at their first stop string; sampled ones one at a time, each seeded by its request,
+        so an answer never depends on the batch it came in."""
         rendered = [self.renderer.encode_request(r) for r in requests]
         out: list[Response | None] = [None] * len(requests)
-        groups: dict[int, list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            groups[r.max_new_tokens].append(i)
-        for max_new, members in groups.items():
-            for bucket in self._buckets([rendered[i].ids for i in members]):
+            groups[(r.max_new_tokens, r.stop) if r.temperature == 0 else ("sampled", i)].append(i)
+        for members in groups.values():
+            buckets = self._buckets([rendered[i].ids for i in members]) if len(members) > 1 else [[0]]
+            for bucket in buckets:
                 batch = [members[j] for j in bucket]
-                width = max(len(rendered[i].ids) for i in batch)
-                ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    n = len(rendered[i].ids)
-                    ids[row, width - n:] = torch.tensor(rendered[i].ids)
-                    mask[row, width - n:] = 1
-                generated = self.model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                    max_new_tokens=max_new, do_sample=False, pad_token_id=self.pad_id,
-                    temperature=None, top_p=None, top_k=None)
-                for row, i in enumerate(batch):
-                    new = _until_eos(generated[row, width:].tolist(), self.model.generation_config, self.pad_id)
-                    text = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), requests[i].stop)
-                    out[i] = Generated(rendered[i].prompt_tokens, rendered[i].truncated, text, len(new))
+                rows = self._generate_batch([rendered[i].ids for i in batch], requests[batch[0]])
+                for i, new in zip(batch, rows):
+                    text, stopped_by = _cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True),
+                                                    requests[i].stop)
+                    out[i] = Generated(rendered[i].prompt_tokens, rendered[i].truncated, text, len(new), stopped_by)
         return out  # type: ignore[return-value]
+
+    def _generate_batch(self, sequences: list[list[int]], request: Generate) -> list[list[int]]:
+        """The new tokens of each left-padded sequence, up to its end or first stop string."""
+        torch = self.torch
+        width = max(len(ids) for ids in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, width - len(sequence):] = torch.tensor(sequence)
+            mask[row, width - len(sequence):] = 1
+        options: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        if request.temperature > 0:
+            torch.manual_seed(request.seed)
+            options = {"do_sample": True, "temperature": request.temperature, "top_p": 1.0, "top_k": 0}
+        if request.stop:
+            options["stopping_criteria"] = [_StopInNewText(self.tokenizer, request.stop, width, torch)]
+        generated = self.model.generate(
+            input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+            max_new_tokens=request.max_new_tokens, pad_token_id=self.pad_id, **options)
+        return [_until_eos(generated[row, width:].tolist(), self.model.generation_config, self.pad_id)
+                for row in range(len(sequences))]
 
     # -- attention ----------------------------------------------------------------------------
     def _attention(self, requests: list[Attention]) -> list[Response]:
@@ -323,6 +337,31 @@ def _until_eos(tokens: list[int], generation_config: Any, pad_id: int) -> list[i
     return tokens
 
 
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    cut = min((text.find(s) for s in stops if s in text), default=-1)
-    return text if cut < 0 else text[:cut]
+class _StopInNewText:
+    """Ends a row once its *generated* text contains a stop string.
+
+    transformers' own ``stop_strings`` also match across the prompt's end ("Answer:" then "::"
+    matches ":::"), which vLLM and OpenAI-compatible servers never do; this looks only at the
+    new tokens, decoding just their tail at each step.
+    """
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], width: int, torch: Any) -> None:
+        self.tokenizer, self.stops, self.width, self.torch = tokenizer, stops, width, torch
+        self.tail = 4 * max(len(stop) for stop in stops) + 4  # tokens enough to hold any stop string
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        start = max(self.width, input_ids.shape[1] - self.tail)  # the tail only: a long budget costs no more
+        done = []
+        for row in input_ids[:, start:].tolist():
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            done.append(any(stop in text for stop in self.stops))
+        return self.torch.tensor(done, dtype=self.torch.bool, device=input_ids.device)
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
+    """The text before its first stop string, and that string (None if none occurs)."""
+    found = [(text.find(s), s) for s in stops if s in text]
+    if not found:
+        return text, None
+    cut, stop = min(found)
+    return text[:cut], stop

@@ -130,10 +130,15 @@ class OpenAIBackend(Backend):
                                         tuple(float(v) for v in scored[start: start + len(x.targets)]))
         assert isinstance(request, Generate)
         body.update(prompt=x.ids, max_tokens=request.max_new_tokens)
+        if request.temperature > 0:
+            body.update(temperature=request.temperature, seed=request.seed)
+        if request.reasoning_effort is not None:
+            body["reasoning_effort"] = request.reasoning_effort
         if request.stop:
             body["stop"] = list(request.stop)
         choice = self._post(body, usage=True)
-        return Generated(x.prompt_tokens, x.truncated, choice["text"], choice["new_tokens"])
+        return Generated(x.prompt_tokens, x.truncated, _text(choice, request.prompt.thinking), choice["new_tokens"],
+                         _stopped_by(choice, request.stop))
 
     def _post(self, body: dict[str, Any], usage: bool = False) -> dict[str, Any]:
         """POST a completion with retries; the first choice (plus generated-token count)."""
@@ -212,3 +217,21 @@ def _message(reply: Any) -> str:
         return str(error.get("message", error))[:300]
     except ValueError:
         return reply.text[:300]
+
+
+def _text(choice: dict[str, Any], inside_think: bool) -> str:
+    """The completion's text as the model wrote it. A server whose reasoning parser moved the
+    reasoning out of the text (``reasoning_content``) has it put back in front: bare for a call
+    that is already inside a think block, else in its tags, so that the think guard finds it
+    and no answer is read out of it."""
+    text = choice.get("text") or ""
+    reasoning = choice.get("reasoning_content") or choice.get("reasoning")
+    if not isinstance(reasoning, str) or not reasoning:
+        return text
+    return f"{reasoning}{text}" if inside_think else f"<think>{reasoning}</think>{text}"
+
+
+def _stopped_by(choice: dict[str, Any], stops: tuple[str, ...]) -> str | None:
+    """Which stop string ended the completion: vLLM reports it as ``stop_reason``."""
+    reason = choice.get("stop_reason")
+    return reason if isinstance(reason, str) and reason in stops else None

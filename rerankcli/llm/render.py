@@ -21,8 +21,10 @@ from rerankcli.core.errors import UserError
 from rerankcli.llm.requests import Continuation, Generate, NextToken, Passage, Probe, Prompt, Request
 
 _MARK = "\u2063RERANK-USER-CONTENT\u2063"
-#: what a raw prompt's special tokens look like: ChatML-style markers and thinking tags
-_MARKER = re.compile(r"<\|[^|<>\s]+\|>|</?think>")
+#: what a raw prompt's special tokens look like: ChatML-style markers. Thinking tags are left
+#: out: a model without them as tokens (Rank1's Qwen2.5) reads them as the text it was trained on
+_MARKER = re.compile(r"<\|[^|<>\s]+\|>")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,18 @@ class Renderer:
 
     # -- public -------------------------------------------------------------------------
     def render(self, prompt: Prompt, reserve: int = 0) -> Rendered:
-        """Token ids of ``prompt`` leaving ``reserve`` tokens of room (answer, continuation)."""
+        """Token ids of ``prompt`` leaving ``reserve`` tokens of room (answer, continuation).
+
+        A prompt with ``room`` (a reasoning call) is fitted without its answer prefix and with
+        ``room`` tokens kept instead of ``reserve``: its think call and its answer call, whose
+        prefix holds the reasoning, then cut every passage at the same place.
+        """
         texts, cut, cap = self._fit(prompt, reserve, probe="")
         text, char_spans, _ = self._text(prompt, texts, probe="")
         ids, offsets = self._encode(text, special=self._special(prompt))
+        if prompt.room is not None and len(ids) + reserve > self.max_length:
+            raise UserError(f"the prompt with its reasoning ({len(ids)} tokens) leaves no room for the answer "
+                            f"within max_length {self.max_length}; raise max_length or lower reasoning.max_tokens")
         return Rendered(ids, cut, _token_spans(char_spans, offsets), cap)
 
     def encode_request(self, request: Request) -> Encoded:
@@ -129,13 +139,14 @@ class Renderer:
         return ids[0]
 
     # -- internals ------------------------------------------------------------------------
-    def _template_frame(self) -> tuple[str, str] | None:
+    def _template_frame(self, system: str | None = None, thinking: bool = False) -> tuple[str, str] | None:
         """The chat template's text before and after the user content (None without chat)."""
         if not self.chat:
             return None
-        messages = [{"role": "user", "content": _MARK}]
+        messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": _MARK}]
         text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
         if text.count(_MARK) != 1:
             raise UserError("the chat template does not place the user message verbatim")
         head, tail = text.split(_MARK)
@@ -146,23 +157,27 @@ class Renderer:
         return not self.chat and not prompt.raw
 
     def _frame_for(self, prompt: Prompt) -> tuple[str, str]:
+        """Text before and after the user parts: the chat frame (or none), with the think block
+        opened for a reasoning prompt and closed for any other (``_think_edge``)."""
         if prompt.raw:
             if prompt.system is not None:
                 raise UserError("a raw prompt is the model's whole input: write its system turn into "
                                 "the text instead of 'system'")
             self._check_markers(prompt)
-            return "", ""
+            # the template's own ending decides, not a query that happens to mention "<think>"
+            ending = prompt.parts[-1] if prompt.parts and isinstance(prompt.parts[-1], str) else ""
+            return "", _think_edge(ending, prompt.thinking)
         system = prompt.system
         if not self.chat:
-            return ((system + "\n\n") if system else "", "")
-        if system is None:
+            return ((system + "\n\n") if system else "", _think_edge("", prompt.thinking))
+        if system is None and not prompt.thinking:
             assert self._frame is not None
-            return self._frame
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": _MARK}]
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
-        head, tail = text.split(_MARK)
-        return head, tail
+            head, tail = self._frame
+        else:
+            frame = self._template_frame(system, prompt.thinking)
+            assert frame is not None
+            head, tail = frame
+        return head, tail + _think_edge(tail, prompt.thinking)
 
     def _check_markers(self, prompt: Prompt) -> None:
         """Each special-token marker a raw prompt's own text writes must be one token here."""
@@ -174,7 +189,7 @@ class Renderer:
                                     "know as one token: the prompt is meant for another model family")
                 self._known_markers.add(marker)
 
-    def _text(self, prompt: Prompt, passages: list[str], probe: str
+    def _text(self, prompt: Prompt, passages: list[str], probe: str, answer: bool = True
               ) -> tuple[str, dict[str, tuple[int, int]], tuple[int, int]]:
         """The full prompt text, labelled passages' character spans, and the probe's span."""
         head, tail = self._frame_for(prompt)
@@ -191,7 +206,7 @@ class Renderer:
                 piece = part
             pieces.append(piece)
             pos += len(piece)
-        pieces += [tail, prompt.answer_prefix]
+        pieces += [tail, prompt.answer_prefix if answer else ""]
         return "".join(pieces), spans, probe_span
 
     def _encode(self, text: str, special: bool) -> tuple[list[int], list[tuple[int, int]]]:
@@ -204,9 +219,10 @@ class Renderer:
         ids = [self.encode(p.text) for p in passages]
         caps = [len(t) if p.max_tokens is None else min(len(t), p.max_tokens)
                 for p, t in zip(passages, ids)]
-        limit = self.max_length - reserve
+        fitted = prompt.room is None  # a reasoning call fits its passages without its answer prefix
+        limit = self.max_length - (reserve if fitted else prompt.room)  # type: ignore[operator]
         special = self._special(prompt)
-        empty_text, _, _ = self._text(prompt, [""] * len(passages), probe)
+        empty_text, _, _ = self._text(prompt, [""] * len(passages), probe, answer=fitted)
         budget = limit - len(self._encode(empty_text, special=special)[0])
         for _ in range(8):
             if budget < 0:
@@ -215,13 +231,30 @@ class Renderer:
             lengths = _water_fill(caps, budget)
             texts = [p.text if n == len(t) else self.tokenizer.decode(t[:n])
                      for p, t, n in zip(passages, ids, lengths)]
-            text, _, _ = self._text(prompt, texts, probe)
+            text, _, _ = self._text(prompt, texts, probe, answer=fitted)
             over = len(self._encode(text, special=special)[0]) - limit
             if over <= 0:
                 cap = max(lengths) if sum(caps) > budget else None
                 return texts, sum(n < len(t) for t, n in zip(ids, lengths)), cap
             budget -= over
         raise UserError(f"could not fit the prompt into max_length {self.max_length}")
+
+
+def _think_edge(before: str, thinking: bool) -> str:
+    """What the frame needs after ``before`` so the answer slot is where it should be.
+
+    A reasoning prompt (``thinking``) must end inside a think block: open one unless the
+    template (Qwen3 with thinking on, DeepSeek-R1's distills) or the raw text already did. Any
+    other prompt must not: a block the template opens is closed empty, as Qwen3 does itself
+    with thinking off, so a thinking model answers at once instead of reasoning where the
+    answer's token is read (the think guard).
+    """
+    is_open = before.rfind(THINK_OPEN) > before.rfind(THINK_CLOSE)
+    if thinking and not is_open:
+        return THINK_OPEN + "\n"
+    if not thinking and is_open:
+        return "\n" + THINK_CLOSE + "\n\n"
+    return ""
 
 
 def _water_fill(lengths: list[int], budget: int) -> list[int]:

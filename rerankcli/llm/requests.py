@@ -49,23 +49,42 @@ class Prompt:
     model's preamble nor truncation can come between the question and the answer.
     ``raw``: the parts are the model's whole input, special tokens written out (a trained
     reranker's exact template); no chat template is applied.
+    ``thinking``: the assistant's turn opens inside a think block (``<think>``), which the
+    renderer opens unless the chat template or the raw text already did; ``answer_prefix``
+    then continues the reasoning. Without it, a think block a template opens is closed empty.
+    ``room``: tokens kept after the user parts for the answer prefix and the answer (a
+    reasoning call's budget); passages are then cut as if the answer prefix were empty, so a
+    think call and its answer call show the model the same passages.
     """
 
     parts: tuple[Part, ...]
     system: str | None = None
     answer_prefix: str = ""
     raw: bool = False
+    thinking: bool = False
+    room: int | None = None
 
     @staticmethod
-    def of(*parts: Part, system: str | None = None, answer_prefix: str = "", raw: bool = False) -> Prompt:
-        return Prompt(tuple(parts), system, answer_prefix, raw)
+    def of(*parts: Part, system: str | None = None, answer_prefix: str = "", raw: bool = False,
+           thinking: bool = False) -> Prompt:
+        return Prompt(tuple(parts), system, answer_prefix, raw, thinking)
 
 
 @dataclass(frozen=True)
 class Generate:
+    """Text after the prompt, up to ``max_new_tokens``, ending before the first ``stop`` string.
+
+    ``temperature`` 0 is greedy; above 0 the backend samples with ``seed``, so that a request
+    gets the same answer whatever batch it is in. ``reasoning_effort`` is passed to servers
+    that take it (OpenAI-compatible ones); local backends have no such setting.
+    """
+
     prompt: Prompt
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    seed: int = 0
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +129,13 @@ class Answer:
 
 @dataclass(frozen=True)
 class Generated(Answer):
+    """``text`` excludes the stop string; ``new_tokens`` counts every token the model generated
+    (the stop string's too); ``stopped_by`` is the request's stop string that ended the text,
+    or None when the model ended it itself or ran out of ``max_new_tokens``."""
+
     text: str = ""
     new_tokens: int = 0
+    stopped_by: str | None = None
 
 
 @dataclass(frozen=True)

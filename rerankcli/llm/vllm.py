@@ -127,7 +127,8 @@ class VLLMBackend(Backend):
             elif isinstance(request, Continuation):
                 params.append(SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0))
             else:
-                params.append(SamplingParams(max_tokens=request.max_new_tokens, temperature=0.0,
+                params.append(SamplingParams(max_tokens=request.max_new_tokens, temperature=request.temperature,
+                                             seed=request.seed if request.temperature > 0 else None,
                                              stop=list(request.stop) or None))
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=x.ids) for x in encoded], params,
                                     use_tqdm=False)
@@ -152,7 +153,9 @@ def _response(request: Request, output: Any, x: Encoded) -> Response:
         logprobs = tuple(float(rows[start + j][t].logprob) for j, t in enumerate(x.targets))
         return ContinuationLogprobs(x.prompt_tokens, x.truncated, logprobs)
     completion = output.outputs[0]
-    return Generated(x.prompt_tokens, x.truncated, completion.text, len(completion.token_ids))
+    reason = getattr(completion, "stop_reason", None)  # the stop string matched, a token id, or None
+    stopped_by = reason if isinstance(reason, str) and reason in getattr(request, "stop", ()) else None
+    return Generated(x.prompt_tokens, x.truncated, completion.text, len(completion.token_ids), stopped_by)
 
 
 def _llvmlite_answers_no_dunders() -> None:

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from rerankcli.core.bright import LayoutError, locate
 from rerankcli.core.dataset import DatasetConfig
 from rerankcli.core.errors import UserError, shown, where
 from rerankcli.core.models import spec_problem
@@ -356,12 +357,21 @@ def _check_metric_keys(stages: list[StageConfig], inputs: dict[str, list[str]], 
 
 
 def _check_dataset(dataset: DatasetConfig, stages: list[StageConfig], fail) -> None:
-    """Every part a stage needs is configured, and every configured file exists."""
+    """Every part a stage needs is configured, and every configured file exists.
+
+    A BRIGHT folder is checked for the tables of its domain (not their columns: reading them
+    is ``check_inputs``' job, before any stage computes).
+    """
     for index, stage in enumerate(stages):
         for part in sorted(stage.dataset_parts()):
-            if dataset.irds is None and getattr(dataset, part) is None:
+            if not dataset.sets(part):
                 raise fail(("stages", index, "type"), f"stage '{stage.name}' needs dataset.{part}, which is not set")
-    if dataset.irds is None:
+    if dataset.bright is not None:
+        try:
+            locate(dataset.bright, dataset.domain or "", dataset.documents)
+        except LayoutError as exc:
+            raise fail(("dataset", exc.field), f"dataset.{exc.field}: {exc}") from None
+    elif dataset.irds is None:
         for part in ("corpus", "queries", "qrels"):
             path = getattr(dataset, part)
             problem = None if path is None else file_problem(path, part)

@@ -19,6 +19,10 @@ from rerankcli.evaluate.evaluate_stage import EvaluateStage
 from rerankcli.pipeline.config import Pipeline
 
 
+#: files a stage's cache entry may hold beside its run (``StageOutput.files``)
+EXTRA_FILES = ("traces.jsonl.gz",)
+
+
 def export(stage: StageConfig, entry: Path, pipeline: Pipeline, inputs: list[str],
            metrics: dict[str, dict[str, float]], log: Callable[[str], None]) -> list[Path]:
     """Copy the stage's cache ``entry`` into the output folder; the files written.
@@ -34,6 +38,11 @@ def export(stage: StageConfig, entry: Path, pipeline: Pipeline, inputs: list[str
     if stage.produces == "run":
         copy_file(entry / "run.trec", out / f"{stage.name}.trec")
         written.insert(0, out / f"{stage.name}.trec")
+        for name in manifest.get("files", []):  # a reasoning stage's traces
+            copy_file(entry / name, out / f"{stage.name}.{name}")
+            written.insert(1, out / f"{stage.name}.{name}")
+        for name in sorted(set(EXTRA_FILES) - set(manifest.get("files", []))):
+            (out / f"{stage.name}.{name}").unlink(missing_ok=True)  # left by an earlier config of the stage
     else:
         results = json.loads((entry / "metrics.json").read_text(encoding="utf-8"))["runs"]
         for name, result in zip(inputs, results):

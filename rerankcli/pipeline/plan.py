@@ -10,7 +10,9 @@ tokens are counted by rendering the prompts the method would send, exactly as th
 renders them (chat template, truncation), with a stand-in model that answers every request
 neutrally. They are exact when the prompts do not depend on earlier answers and the
 candidates are known (the input run is cached or loaded from a file); otherwise they are an
-estimate, marked "≈". Only the tokenizer is loaded; the model's weights are not.
+estimate, marked "≈". Generated tokens are a range: none, up to every generating call's limit
+(a reasoning stage's think budget included). Only the tokenizer is loaded; the model's weights
+are not.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class StagePlan:
     prompt_tokens: int | None = None  # exact, or an estimate when tokens_exact is false
     tokens_exact: bool = False
     prompt_tokens_range: tuple[int, int] | None = None  # with calls_range: mean prompt × (least, most)
+    #: tokens the model may generate: 0 up to every generating call's limit (reasoning budgets included)
+    generated_tokens_range: tuple[int, int] | None = None
     runs_on: str = ""
     note: str = ""
 
@@ -72,6 +76,8 @@ class PlanBackend(Backend):
 
     def __init__(self, renderer: Renderer, batch_size: int = 64) -> None:
         self.renderer, self.batch_size = renderer, batch_size
+        self.generation_limit = 0  # the sum of every Generate request's max_new_tokens
+        self.generations = 0  # Generate requests answered
 
     def _answer(self, requests: list[Request]) -> list[Response]:
         return [self._neutral(r) for r in requests]
@@ -83,6 +89,9 @@ class PlanBackend(Backend):
                 return TokenLogprobs(x.prompt_tokens, x.truncated, {c: 0.0 for c in request.candidates})
             if isinstance(request, Continuation):
                 return ContinuationLogprobs(x.prompt_tokens, x.truncated, tuple(0.0 for _ in x.targets))
+            assert isinstance(request, Generate)
+            self.generation_limit += request.max_new_tokens
+            self.generations += 1
             return Generated(x.prompt_tokens, x.truncated, "", 0)
         probes = self.renderer.render_probes(request.prompt, request.probes, reserve=0)
         tokens = len(probes.prefix.ids) + max(len(s) for s in probes.suffixes)
@@ -155,11 +164,21 @@ def _plan_llm(runner: Runner, stage: LLMRerankStage, plan: StagePlan, n: dict[st
         plan.note = f"prompt tokens not counted: {str(exc).splitlines()[0]}"
         return
     queries = _queries(runner, stage, n, run)
-    with LLMSession(stage, runner.ctx.base_dir, backend=PlanBackend(renderer)) as session:
+    backend = PlanBackend(renderer)
+    with LLMSession(stage, runner.ctx.base_dir, backend=backend) as session:
         results, _ = session.score(queries)
     plan.prompt_tokens = sum(r.usage.prompt_tokens for r in results.values())
     plan.tokens_exact = exact_input and stage.prompts_known_in_advance()
     asked = sum(sum(r.usage.requests.values()) for r in results.values())
+    if backend.generation_limit:  # the neutral answers took one path: scale it to the most calls
+        generations = [stage.planned_generations(m) for m in n.values()]
+        if all(g is not None for g in generations):  # the method knows how many calls generate
+            most = round(backend.generation_limit / backend.generations * sum(g for g in generations))  # type: ignore[misc]
+        elif plan.calls_range is None or not asked:
+            most = backend.generation_limit
+        else:
+            most = round(backend.generation_limit * high / asked)
+        plan.generated_tokens_range = (0, most)
     if plan.calls_range is not None and asked:
         mean = plan.prompt_tokens / asked
         plan.prompt_tokens_range = (round(mean * low), round(mean * high))
@@ -202,7 +221,9 @@ def _runs_on(runner: Runner, stage: LLMRerankStage) -> str:
 
 def render_plan(plans: list[StagePlan]) -> str:
     """The plan as an aligned table."""
-    header = ["stage", "type", "method", "cached", "queries", "candidates", "LLM calls", "prompt tokens", "runs on"]
+    generating = any(p.generated_tokens_range for p in plans)
+    header = ["stage", "type", "method", "cached", "queries", "candidates", "LLM calls", "prompt tokens",
+              *(["generated tokens"] if generating else []), "runs on"]
     rows = [header]
     for p in plans:
         calls = (f"{p.calls:,}" if p.calls is not None else
@@ -210,9 +231,11 @@ def render_plan(plans: list[StagePlan]) -> str:
         tokens = ("-" if p.prompt_tokens is None else ("" if p.tokens_exact else "≈ ") + f"{p.prompt_tokens:,}")
         if p.prompt_tokens_range is not None:
             tokens = f"≈ {p.prompt_tokens_range[0]:,}–{p.prompt_tokens_range[1]:,}"
+        generated = (f"0–{p.generated_tokens_range[1]:,}" if p.generated_tokens_range else "-")
         rows.append([p.stage, p.type, p.method or "-", "yes" if p.cached else "no",
                      "-" if p.queries is None else f"{p.queries:,}",
-                     "-" if p.candidates is None else f"{p.candidates:,}", calls, tokens, p.runs_on or "-"])
+                     "-" if p.candidates is None else f"{p.candidates:,}", calls, tokens,
+                     *([generated] if generating else []), p.runs_on or "-"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     notes = [f"  {p.stage}: {p.note}" for p in plans if p.note]

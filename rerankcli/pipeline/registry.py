@@ -11,12 +11,14 @@ from rerankcli.core.stage import StageConfig
 from rerankcli.evaluate.evaluate_stage import EvaluateStage
 from rerankcli.rerank.cross_encoder import CrossEncoderStage
 from rerankcli.rerank.e2rank import E2RankStage
+from rerankcli.rerank.erank import ERankStage
 from rerankcli.rerank.groupwise import GroupwiseStage
 from rerankcli.rerank.icr import IcrStage
-from rerankcli.rerank.listwise import ListwiseStage
+from rerankcli.rerank.listwise import ListwiseStage, ReasonRankStage
 from rerankcli.rerank.pairwise import PairwiseStage
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
-from rerankcli.rerank.setwise import SetwiseStage
+from rerankcli.rerank.rank1 import Rank1Stage
+from rerankcli.rerank.setwise import RankR1Stage, SetwiseStage
 from rerankcli.rerank.tourrank import TourrankStage
 from rerankcli.retrieve.bm25 import BM25Stage
 from rerankcli.retrieve.dense import DenseStage
@@ -38,6 +40,10 @@ STAGES: dict[str, type[StageConfig] | dict[str, type[StageConfig]]] = {
         "tourrank": TourrankStage,
         "groupwise": GroupwiseStage,
         "e2rank": E2RankStage,
+        "rank1": Rank1Stage,
+        "erank": ERankStage,
+        "reasonrank": ReasonRankStage,
+        "rank-r1": RankR1Stage,
     },
     "fuse": FuseStage,
     "load": LoadStage,

@@ -25,7 +25,7 @@ from typing import Any
 
 from rerankcli import __version__
 from rerankcli.core import faults
-from rerankcli.core.atomic import copy_file, write_text
+from rerankcli.core.atomic import copy_file, write_bytes, write_text
 from rerankcli.core.dataset import Dataset
 from rerankcli.core.errors import Interrupted, UserError
 from rerankcli.core.hashing import save_memo
@@ -246,6 +246,8 @@ class Runner:
             self._runs[key] = output.run
         else:
             write_text(staging / "metrics.json", json.dumps(output.metrics) + "\n")
+        for name, content in sorted(output.files.items()):
+            write_bytes(staging / name, content)
         manifest = {
             "stage": stage.name, "type": stage.type, "key": key,
             "config": stage.model_dump(mode="json"), "inputs": input_keys,
@@ -253,6 +255,8 @@ class Runner:
             "started_at": started_at, "wall_s": round(wall, 3), "counts": counts,
             "details": output.details,
         }
+        if output.files:
+            manifest["files"] = sorted(output.files)
         write_text(staging / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
 
     def _run_shard(self, stage: StageConfig, key: str, fingerprint: dict[str, Any], inputs: list[str],

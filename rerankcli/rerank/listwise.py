@@ -29,6 +29,7 @@ the windows of different queries together and no query waits for another. Writte
 
 from __future__ import annotations
 
+import re
 import string
 from collections import Counter
 from collections.abc import Generator
@@ -45,10 +46,12 @@ from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, refuse_poor_answers, repair_counts, summed_repairs
 from rerankcli.rerank.orders import shuffled
 from rerankcli.rerank.permutation import REPAIRS, parse_permutation
+from rerankcli.rerank.reasoning import Reasoning, ask, trace, traced
 from rerankcli.rerank.tdpart import planned_range, tdpart
 from rerankcli.rerank.templates import Template, load_template
 
 LETTERS = list(string.ascii_uppercase)
+_BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
 
 
 Steps = Generator[list[Request], list[Any], list[list[int]]]
@@ -78,11 +81,12 @@ class ListwiseStage(LLMRerankStage):
         "fail the stage when more than this share of prompts needed a repair of the model's answer"))
 
     placeholders: ClassVar = ({"query", "passages"}, {"query", "passages", "num"})
+    reasons: ClassVar = True
     summary: ClassVar = ("the model orders lists of candidates: sliding windows, one full list, FIRST, TDPart; "
                          "self-consistency, first-stage scores")
     # order and seed were listwise options before every method had them: they stay in its identity
-    added_options: ClassVar = {"order_seed": None, "top_k": 10, "budget": 20, "permutations": 1, "aggregation": "kemeny",
-                               "first_stage_scores": False, "score_normalization": "raw"}
+    added_options: ClassVar = {"order_seed": None, "reasoning": None, "top_k": 10, "budget": 20, "permutations": 1,
+                               "aggregation": "kemeny", "first_stage_scores": False, "score_normalization": "raw"}
 
     def identity(self) -> dict[str, Any]:
         # an option that does not apply cannot change the output, so it does not change the key
@@ -103,6 +107,9 @@ class ListwiseStage(LLMRerankStage):
                              "the pivot comes from the first window")
         if self.strategy == "tdpart" and self.budget < self.top_k:
             raise ValueError(f"tdpart: budget ({self.budget}) must be at least top_k ({self.top_k})")
+        if self.strategy == "first" and self.reasoning is not None:
+            raise ValueError("strategy first reads logits without generating: reasoning applies to sliding, "
+                             "full and tdpart")
         if self.strategy == "tdpart" and self.passes > 1:
             raise ValueError("tdpart makes one top-down pass; passes applies to sliding, full and first")
         if "score_normalization" in self.model_fields_set and not self.first_stage_scores:
@@ -164,15 +171,16 @@ class ListwiseStage(LLMRerankStage):
             return 0, 0
         if self.strategy == "tdpart":
             least, most = planned_range(n, self.window, self.top_k, self.budget)
-            return least * self.permutations, most * self.permutations
+            per_window = self.permutations * (2 if self.reasoning is not None else 1)
+            return least * per_window, most * per_window
         size = self.size()
         windows = 1 if n <= size or self.strategy == "full" else 1 + -(-(n - size) // self.stride)
-        calls = self.passes * windows * self.permutations
+        calls = self.passes * windows * self.permutations * (2 if self.reasoning is not None else 1)
         return calls, calls
 
     def prompts_known_in_advance(self) -> bool:
         # later windows hold the candidates earlier windows carried up
-        return self.strategy == "full" and self.passes == 1
+        return self.strategy == "full" and self.passes == 1 and self.reasoning is None
 
     def program(self, query: Query, template: Template, prepared: None) -> Program:
         book = _Book()
@@ -190,10 +198,18 @@ class ListwiseStage(LLMRerankStage):
                 for view in views:
                     requests.append(self._request(query, template, [window[k] for k in view], shown_scores))
                 shows.append(views)
-            answers = iter((yield requests))
+            replies, thoughts = yield from ask(requests, self.reasoning, self.think_close(template))
+            answers, thinking = iter(replies), iter(thoughts or [])
             ranked_windows = []
             for window, views in zip(windows, shows):
-                rankings = [self._read(next(answers), view, book) for view in views]
+                rankings = []
+                for view in views:
+                    answer = next(answers)
+                    rankings.append(self._read(answer, view, book))
+                    if thoughts is not None:
+                        ranking = [query.candidates[window[k]].docid for k in rankings[-1][0]]
+                        book.traces.append(trace([query.candidates[window[k]].docid for k in view], next(thinking),
+                                                 {"text": answer.text, "ranking": ranking}, rankings[-1][1] == 0))
                 ranked_windows.append([window[k] for k in self._combine(rankings, len(window), book)])
             return ranked_windows
 
@@ -210,20 +226,26 @@ class ListwiseStage(LLMRerankStage):
                     break
                 end -= stride
         scores = {query.candidates[i].docid: float(len(order) - rank) for rank, i in enumerate(order)}
-        return scores, book.record(self.permutations > 1, self.strategy == "tdpart")
+        record = book.record(self.permutations > 1, self.strategy == "tdpart")
+        return scores, record if self.reasoning is None else {**record, **traced(book.traces)}
 
     def _request(self, query: Query, template: Template, shown: list[int],
                  scores: list[str] | None) -> Request:
         """One prompt listing the candidates ``shown`` in that order."""
-        texts = [query.candidates[i].text for i in shown]
+        texts = [self.shown_text(query.candidates[i].text) for i in shown]
         values = [scores[i] for i in shown] if scores is not None else None
         if self.strategy == "first":
             ids = LETTERS[: len(shown)]
             return NextToken(template.list_prompt(query.text, texts, ids, self.max_passage_tokens, values),
                              tuple(ids))
         ids = [str(k + 1) for k in range(len(shown))]
-        prompt = template.list_prompt(query.text, texts, ids, self.max_passage_tokens, values)
-        return Generate(prompt, max_new_tokens=self.max_new_tokens or 6 * len(shown) + 16)
+        prompt = template.list_prompt(self.shown_text(query.text), texts, ids, self.max_passage_tokens, values)
+        stop = ("</answer>",) if self.reasoning is not None and prompt.answer_prefix.endswith("<answer>") else ()
+        return Generate(prompt, max_new_tokens=self.max_new_tokens or 6 * len(shown) + 16, stop=stop)
+
+    def shown_text(self, text: str) -> str:
+        """A query or passage as the prompt shows it (unchanged; ReasonRank rewrites "[n]")."""
+        return text
 
     def _read(self, answer: Any, view: list[int], book: _Book) -> tuple[list[int], int]:
         """The answer as a ranking of window positions, and how many of them the model named."""
@@ -265,6 +287,7 @@ class _Book:
         self.windows = self.prompts = self.repaired = self.approximate = 0
         self.repairs: Counter = Counter()
         self.tdpart: dict[str, int] = {}  # tdpart's counts (candidates cut by the budget)
+        self.traces: list[dict[str, Any]] = []  # with reasoning: every prompt's trace
 
     def record(self, aggregated: bool, tdpart: bool) -> dict[str, Any]:
         record = {"windows": self.windows, "repaired_windows": self.repaired, "repairs": dict(self.repairs)}
@@ -273,3 +296,24 @@ class _Book:
         if tdpart:
             record["over_budget"] = self.tdpart.get("over_budget", 0)
         return record
+
+
+class ReasonRankStage(ListwiseStage):
+    """``method: reasonrank`` (Liu et al. 2025): sliding windows of 20 moving by 10 (one pass),
+    each window reasoned about up to 3,072 tokens (the paper's scripts), then ranked inside
+    ``<answer>``; a window whose answer names no passage keeps its order (the fallback)."""
+
+    method: Literal["reasonrank"] = Field(description="reasonrank: think, then rank each sliding window")  # type: ignore[assignment]
+    reasoning: Reasoning | None = Field(default_factory=lambda: Reasoning(max_tokens=3072), description=(
+        "the think budget per window (ReasonRank's scripts: 3072 tokens)"))
+
+    summary: ClassVar = "ReasonRank: reasons about each sliding window, then ranks it inside <answer>"
+
+    def shown_text(self, text: str) -> str:
+        """ReasonRank writes "[n]" in queries and passages as "(n)", so that only the passages'
+        identifiers look like the answer's (its ``utils.py``)."""
+        return _BRACKETED_NUMBER.sub(r"(\1)", text)
+
+    @property
+    def default_prompt(self) -> str:  # type: ignore[override]
+        return "reasonrank"

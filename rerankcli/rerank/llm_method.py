@@ -14,11 +14,11 @@ import math
 import os
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rerankcli.core.errors import UserError
 from rerankcli.core.models import ResolvedModel, resolve_model
@@ -29,10 +29,13 @@ from rerankcli.llm.accounting import Accounting, Usage
 from rerankcli.llm.backend import Backend, BackendConfig
 from rerankcli.llm.hf import HFConfig
 from rerankcli.llm.registry import BackendField, backend_class, require
+from rerankcli.llm.requests import Generate
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query, RerankStage
 from rerankcli.rerank.orders import Order, reorder
+from rerankcli.rerank.reasoning import CLOSE, Reasoning
 from rerankcli.rerank.templates import Template, load_template
+from rerankcli.rerank.traces import traces_file
 
 #: who computed a query: lets a reader of a journal see which process did what
 WRITER = f"{socket.gethostname()}:{os.getpid()}"
@@ -58,10 +61,12 @@ class QueryResult:
 
 @dataclass
 class Reranked:
-    """What the method knows after a stage: its prepared state and every query's record."""
+    """What the method knows after a stage: its prepared state, every query's record and, for a
+    reasoning stage, every query's traces (split off the records, which keep the counts)."""
 
     prepared: Any
     records: dict[str, dict[str, Any]]
+    traces: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class LLMRerankStage(RerankStage):
@@ -81,6 +86,9 @@ class LLMRerankStage(RerankStage):
     seed: int = Field(0, description="the random seed of the method's shuffles (and of order: shuffle)")
     order_seed: int | None = Field(None, description=(
         "order: shuffle with its own seed, leaving the method's shuffles as they are (rerank bias uses it)"))
+    reasoning: Reasoning | None = Field(None, description=(
+        "think before answering: {max_tokens, temperature, seed}; the think block is closed for the "
+        "model when max_tokens runs out (yes-no, graded, listwise, setwise and the reasoning presets)"))
 
     #: the method's default template, and the placeholders its templates must / may have
     default_prompt: ClassVar[str]
@@ -93,9 +101,22 @@ class LLMRerankStage(RerankStage):
     per_query: ClassVar[bool] = True
     #: options added after the method shipped, left out of the stage's identity at these
     #: values, so that adding an option never changes the cache key of a stage that omits it
-    added_options: ClassVar[dict[str, Any]] = {"order": "input", "seed": 0, "order_seed": None}
+    added_options: ClassVar[dict[str, Any]] = {"order": "input", "seed": 0, "order_seed": None, "reasoning": None}
     #: whether the order the candidates are shown in can change the output (not for pointwise)
     order_matters: ClassVar[bool] = True
+    #: whether the method can think before it answers (``reasoning:``)
+    reasons: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _reasoning_applies(self) -> LLMRerankStage:
+        if self.reasoning is not None and not self.reasons:
+            raise ValueError(f"method {self.method} does not reason: 'reasoning' applies to yes-no, graded, "  # type: ignore[attr-defined]
+                             "listwise, setwise, rank1, erank, reasonrank and rank-r1")
+        return self
+
+    def think_close(self, template: Template) -> str:
+        """What closes the model's reasoning before the answer prefix (the template's, or the default)."""
+        return template.think_close if template.think_close is not None else CLOSE
 
     def backend_config(self) -> BackendConfig:
         """The backend's config with the stage-level shortcuts applied."""
@@ -129,7 +150,7 @@ class LLMRerankStage(RerankStage):
 
     def fingerprint(self, ctx: Context) -> dict[str, Any]:
         backend = backend_class(self.backend.type)
-        require(backend, self.asks, self.method)  # type: ignore[attr-defined]
+        require(backend, self.asks + ((Generate,) if self.reasoning is not None else ()), self.method)  # type: ignore[attr-defined]
         model = self.resolved_model(ctx.base_dir)
         return {
             "model": model.identity,
@@ -157,9 +178,16 @@ class LLMRerankStage(RerankStage):
     def manifest_details(self, model: ResolvedModel, template: Template, queries: list[Query],
                          accounting: Accounting, reranked: Reranked, restored: int) -> dict[str, Any]:
         """What the stage's manifest records about its model, prompt, calls and method."""
-        return {"model": model.manifest(), "backend": self.backend_config().model_dump(mode="json"),
-                "prompt": template.source, "candidates": sum(len(q.candidates) for q in queries),
-                "llm": accounting.manifest(), "restored_queries": restored, **self.method_details(reranked)}
+        details = {"model": model.manifest(), "backend": self.backend_config().model_dump(mode="json"),
+                   "prompt": template.source, "candidates": sum(len(q.candidates) for q in queries),
+                   "llm": accounting.manifest(), "restored_queries": restored, **self.method_details(reranked)}
+        if self.reasoning is not None:
+            details["reasoning"] = reasoning_totals(self.reasoning, reranked)
+        return details
+
+    def output_files(self, reranked: Reranked) -> dict[str, bytes]:
+        """Files the stage writes beside its run: a reasoning stage's traces (``rerank explain``)."""
+        return {"traces.jsonl.gz": traces_file(reranked.traces)} if self.reasoning is not None else {}
 
     def conclude(self, results: dict[str, QueryResult], prepared: Any, batches: Accounting
                  ) -> tuple[dict[str, dict[str, float]], Accounting, Reranked]:
@@ -171,7 +199,9 @@ class LLMRerankStage(RerankStage):
         accounting = Accounting(batch_sizes=list(batches.batch_sizes), wall_s=batches.wall_s)
         for qid in sorted(results):
             accounting.update(results[qid].usage)
-        reranked = Reranked(prepared, {qid: results[qid].record for qid in sorted(results)})
+        records = {qid: results[qid].record for qid in sorted(results)}
+        reranked = Reranked(prepared, {q: {k: v for k, v in r.items() if k != "traces"} for q, r in records.items()},
+                            {q: r["traces"] for q, r in records.items() if "traces" in r})
         accounting.repairs.update(self.repairs(reranked))
         self.check_method(reranked)
         for qid, result in sorted(results.items()):
@@ -210,9 +240,15 @@ class LLMRerankStage(RerankStage):
         """
         return n, n
 
+    def planned_generations(self, n: int) -> int | None:
+        """How many of a query's calls generate text, when that does not follow from
+        ``planned_calls`` in proportion (``rerank plan``'s generated-token range); None: it does."""
+        return None
+
     def prompts_known_in_advance(self) -> bool:
-        """Whether every prompt follows from the candidates alone (not from earlier answers)."""
-        return True
+        """Whether every prompt follows from the candidates alone (not from earlier answers);
+        an answer call holds the model's reasoning, which no plan can know."""
+        return self.reasoning is None
 
 
 def answer_probabilities(logprobs: dict[str, float], groups: dict[Any, list[str]]) -> dict[Any, float]:
@@ -223,6 +259,26 @@ def answer_probabilities(logprobs: dict[str, float], groups: dict[Any, list[str]
         return {g: 1.0 / len(groups) for g in groups}
     return {g: m / total for g, m in mass.items()}
 
+
+
+def reasoning_totals(reasoning: Reasoning, reranked: Reranked) -> dict[str, Any]:
+    """The manifest's reasoning block: the budget, the think calls and their tokens, forced
+    closes (and their rate) and neutral fallbacks, summed over the queries' records."""
+    counts: Counter = Counter()
+    for record in reranked.records.values():
+        counts.update(record.get("reasoning", {}))
+    calls = counts["calls"]
+    return {"max_tokens": reasoning.max_tokens, "temperature": reasoning.temperature, "calls": calls,
+            "reasoning_tokens": counts["tokens"], "forced_closes": counts["forced"], "forced_rate": round(counts["forced"] / calls, 4) if calls else 0.0,
+            "fallbacks": counts["fallbacks"]}
+
+
+def answer_repairs(reranked: Reranked) -> Counter:
+    """Repairs of methods that read one short answer per prompt (pairwise, setwise): answers that
+    named no choice, and answers that opened a think block where the answer was expected."""
+    totals = Counter({"unparsed_answer": sum(r["unparsed"] for r in reranked.records.values()),
+                      "think_block": sum(r.get("think_blocks", 0) for r in reranked.records.values())})
+    return +totals  # only the kinds that happened
 
 
 def summed_repairs(reranked: Reranked) -> Counter:

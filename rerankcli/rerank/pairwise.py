@@ -33,7 +33,7 @@ from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, Generated, NextToken, Request, Response, TokenLogprobs
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities, answer_repairs
 from rerankcli.rerank.templates import Template
 
 #: the answer forms read in logits mode (not "a", which is an article)
@@ -75,6 +75,7 @@ class Comparisons:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     unparsed: int = 0
+    think_blocks: int = 0  # answers that opened a think block (the think guard drops it)
 
     def inconsistent(self) -> tuple[int, int]:
         """(pairs whose two orders contradict each other, pairs asked in both orders)."""
@@ -88,7 +89,7 @@ class Comparisons:
                 "cache_hits": 2 * self.comparisons - self.prompts, "prompt_tokens": self.prompt_tokens,
                 "generated_tokens": self.generated_tokens, "unparsed": self.unparsed,
                 "inconsistent_rate": round(bad / pairs, 4) if pairs else 0.0,
-                "inconsistent_pairs": bad, "pairs_in_both_orders": pairs}
+                "inconsistent_pairs": bad, "pairs_in_both_orders": pairs, "think_blocks": self.think_blocks}
 
 
 class PairwiseStage(LLMRerankStage):
@@ -122,8 +123,7 @@ class PairwiseStage(LLMRerankStage):
         return forms
 
     def repairs(self, reranked: Reranked) -> Counter:
-        unparsed = sum(r["unparsed"] for r in reranked.records.values())
-        return Counter({"unparsed_answer": unparsed} if unparsed else {})
+        return answer_repairs(reranked)
 
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
         records = reranked.records
@@ -212,6 +212,7 @@ class PairwiseStage(LLMRerankStage):
             return 1.0 if p["A"] > p["B"] else 0.0 if p["A"] < p["B"] else 0.5
         assert isinstance(answer, Generated)
         book.generated_tokens += answer.new_tokens
+        book.think_blocks += bool(_THINK.search(answer.text))
         choice = read_choice(answer.text)
         if choice is None:
             book.unparsed += 1

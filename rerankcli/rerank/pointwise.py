@@ -19,7 +19,7 @@ template, which the stage's ``instruction`` replaces.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +33,7 @@ from rerankcli.llm.requests import Continuation, NextToken
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities
+from rerankcli.rerank.reasoning import ask, trace, traced
 from rerankcli.rerank.templates import Template
 
 
@@ -51,6 +52,22 @@ def answer_tokens(backend: Backend, answers: dict[Any, str]) -> dict[Any, list[s
     return forms
 
 
+def number_forms(backend: Backend, low: int, high: int, stage: str) -> dict[str, list[str]]:
+    """The answer tokens of the integers in [low, high] (``reasoning.read_number``): every
+    number's own forms when the tokenizer has a token for each ("10", "17"), else the digits'
+    (the plain digit must be a token: it is a two-digit number's second one). A tokenizer with
+    tokens for some numbers of the range but not all is refused: neither reading is exact."""
+    numbers = [str(v) for v in range(low, high + 1)]
+    if high >= 10 and len(backend.single_tokens(numbers)) == len(numbers):
+        return answer_tokens(backend, {v: v for v in numbers})
+    several = [v for v in numbers if len(v) > 1 and backend.single_tokens([v])]
+    split = [d for d in "0123456789" if not backend.single_tokens([d])]
+    if several or split:
+        raise UserError(f"stage '{stage}': this model's tokenizer has single tokens for some numbers from {low} to "
+                        f"{high} but not all ({', '.join(several or split)}); the answer cannot be read exactly")
+    return answer_tokens(backend, {d: d for d in "0123456789"})
+
+
 class YesNoStage(LLMRerankStage):
     method: Literal["yes-no"] = Field(description="yes-no: P(yes) that the passage is relevant")
     yes: str = Field("Yes", description="the answer meaning relevant (must be a single token)")
@@ -62,17 +79,13 @@ class YesNoStage(LLMRerankStage):
     default_prompt: ClassVar = "yes-no"
     asks: ClassVar = (NextToken,)
     order_matters: ClassVar = False  # each passage is scored on its own
+    reasons: ClassVar = True
     summary: ClassVar = "pointwise: P(Yes) renormalised over Yes/No, from the next-token distribution"
     added_options: ClassVar = {**LLMRerankStage.added_options, "instruction": None}
 
     def template(self, base_dir: Path) -> Template:
         """The template, with the stage's instruction; one that names its answers fixes them."""
-        template = super().template(base_dir)
-        if self.instruction is not None:
-            if "instruction" not in template.fields():
-                raise UserError(f"stage '{self.name}': instruction is set, but the template "
-                                f"{template.source} has no {{instruction}} placeholder")
-            template = dataclasses.replace(template, instruction=self.instruction)
+        template = super().template(base_dir).instructed(self.instruction, self.name)
         if template.answers is not None:
             if set(template.answers) != {"yes", "no"}:
                 raise UserError(f"stage '{self.name}': the template {template.source} names the answers "
@@ -100,10 +113,24 @@ class YesNoStage(LLMRerankStage):
     def program(self, query: Query, template: Template, forms: dict[str, list[str]]) -> Program:
         forms = read_tokens(template, forms)
         asked = tuple(forms["yes"] + forms["no"])
-        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked)
-                         for c in query.candidates]
-        return {c.docid: answer_probabilities(a.logprobs, forms)["yes"]
-                for c, a in zip(query.candidates, answers)}, {}
+        answers, thoughts = yield from ask(
+            [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked) for c in query.candidates],
+            self.reasoning, self.think_close(template))
+        scores = {c.docid: answer_probabilities(a.logprobs, forms)["yes"] for c, a in zip(query.candidates, answers)}
+        return scores, judgements(query, thoughts, answers, scores)
+
+    def planned_calls(self, n: int) -> tuple[int, int]:
+        calls = 2 * n if self.reasoning is not None else n  # think, then answer
+        return calls, calls
+
+
+def judgements(query: Query, thoughts: list | None, answers: list, scores: dict[str, float]) -> dict[str, Any]:
+    """A pointwise query's record: nothing without reasoning; else each pair's trace. An answer
+    whose tokens all have probability 0 fell back to the neutral score (0.5 for yes-no)."""
+    if thoughts is None:
+        return {}
+    return traced([trace([c.docid], t, round(scores[c.docid], 6), not any(math.exp(v) > 0 for v in a.logprobs.values()))
+                   for c, t, a in zip(query.candidates, thoughts, answers)])
 
 
 def read_tokens(template: Template, forms: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -122,6 +149,7 @@ class GradedStage(LLMRerankStage):
     default_prompt: ClassVar = "graded"
     asks: ClassVar = (NextToken,)
     order_matters: ClassVar = False  # each passage is scored on its own
+    reasons: ClassVar = True
     summary: ClassVar = "pointwise: expected relevance label 0..scale, from the next-token distribution"
 
     def prepare_method(self, backend: Backend) -> dict[str, list[str]]:
@@ -132,13 +160,18 @@ class GradedStage(LLMRerankStage):
 
     def program(self, query: Query, template: Template, forms: dict[str, list[str]]) -> Program:
         asked = tuple(f for label in sorted(forms, key=int) for f in forms[label])
-        answers = yield [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked)
-                         for c in query.candidates]
+        answers, thoughts = yield from ask(
+            [NextToken(template.prompt(query.text, c.text, self.max_passage_tokens), asked) for c in query.candidates],
+            self.reasoning, self.think_close(template))
         scores = {}
         for c, a in zip(query.candidates, answers):
             probabilities = answer_probabilities(a.logprobs, forms)
             scores[c.docid] = sum(int(label) * p for label, p in probabilities.items())
-        return scores, {}
+        return scores, judgements(query, thoughts, answers, scores)
+
+    def planned_calls(self, n: int) -> tuple[int, int]:
+        calls = 2 * n if self.reasoning is not None else n  # think, then answer
+        return calls, calls
 
 
 class QueryLikelihoodStage(LLMRerankStage):

@@ -40,20 +40,23 @@ with the window's top; here the winner is moved up and the others keep their ord
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rerankcli.core.errors import UserError
 from rerankcli.llm.backend import Backend
 from rerankcli.llm.requests import Generate, Generated, NextToken, Request, Response, TokenLogprobs
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
-from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities
+from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities, answer_repairs
+from rerankcli.rerank.pointwise import number_forms
+from rerankcli.rerank.reasoning import Reasoning, ask, read_number, think, trace, traced
 from rerankcli.rerank.templates import Template, load_template
 
 #: the passage labels, as in llm-rankers ("Passage X", "Y", "Z" split into more tokens there)
@@ -105,11 +108,13 @@ class Sets:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     unparsed: int = 0
+    think_blocks: int = 0  # answers that opened a think block (the think guard drops it)
+    traces: list[dict[str, Any]] = field(default_factory=list)  # with reasoning: every prompt's
 
     def summary(self, orders: int) -> dict[str, int]:
         return {"sets": self.sets, "prompts": self.prompts, "cache_hits": orders * self.sets - self.prompts,
                 "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
-                "unparsed": self.unparsed}
+                "unparsed": self.unparsed, "think_blocks": self.think_blocks}
 
 
 class SetwiseStage(LLMRerankStage):
@@ -123,6 +128,8 @@ class SetwiseStage(LLMRerankStage):
         "logits: the most probable label after 'Passage'; generate: read the model's short written answer"))
     both_orders: bool = Field(False, description=(
         "also ask each set in reverse order and combine both answers (twice the calls, less position bias)"))
+    labels: Literal["letters", "numbers"] = Field("letters", description=(
+        "how passages are labelled: letters A, B, C (llm-rankers) or numbers 1, 2, 3 (Rank-R1; read digit by digit)"))
     max_new_tokens: int = Field(4, gt=0, description="generate: the answer's length in tokens")
     max_repair_rate: float = Field(1.0, ge=0, le=1, description=(
         "generate: fail the stage when more than this share of answers named no passage of the set"))
@@ -130,6 +137,14 @@ class SetwiseStage(LLMRerankStage):
     default_prompt: ClassVar = "setwise"
     placeholders: ClassVar = ({"query", "passages"}, {"query", "passages", "num"})
     summary: ClassVar = "Setwise: which of c labelled passages is the most relevant; heap sort or bubble sort"
+    reasons: ClassVar = True
+    added_options: ClassVar = {**LLMRerankStage.added_options, "labels": "letters"}
+
+    @model_validator(mode="after")
+    def _numbers_are_read_from_logits(self) -> SetwiseStage:
+        if self.labels == "numbers" and self.scoring != "logits":
+            raise ValueError("labels: numbers are read from the digits' logits: use scoring: logits")
+        return self
 
     @property
     def asks(self) -> tuple[type, ...]:  # type: ignore[override]
@@ -144,6 +159,8 @@ class SetwiseStage(LLMRerankStage):
         """logits: each label's single-token forms ("B", " B"); a label with none is refused."""
         if self.scoring != "logits":
             return {}
+        if self.labels == "numbers":
+            return number_forms(backend, 1, self.set_size, self.name)
         forms = {label: backend.single_tokens((label, " " + label)) for label in LETTERS[: self.set_size]}
         split = [label for label, found in forms.items() if not found]
         if split:
@@ -152,8 +169,7 @@ class SetwiseStage(LLMRerankStage):
         return forms
 
     def repairs(self, reranked: Reranked) -> Counter:
-        unparsed = sum(r["unparsed"] for r in reranked.records.values())
-        return Counter({"unparsed_answer": unparsed} if unparsed else {})
+        return answer_repairs(reranked)
 
     def method_details(self, reranked: Reranked) -> dict[str, Any]:
         records = reranked.records
@@ -180,9 +196,9 @@ class SetwiseStage(LLMRerankStage):
             memo = book.memo if remember else {}
             missing = [order for order in shown if order not in memo]
             if missing:
-                answers = yield [self._request(query, template, forms, order) for order in missing]
-                for order, answer in zip(missing, answers):
-                    memo[order] = self._weights(answer, len(order), forms, book)
+                weights = yield from self._ask(query, template, forms, missing, book)
+                for order, weight in zip(missing, weights):
+                    memo[order] = weight
             return winner([memo[order] for order in shown], shown, members)
 
         sort = heap_top if self.strategy == "heapsort" else bubble_top
@@ -191,7 +207,39 @@ class SetwiseStage(LLMRerankStage):
         # first-stage position, whatever order the model was shown (``order``)
         scores = {c.docid: 0.0 for c in query.candidates}
         scores.update({query.candidates[i].docid: float(n - rank) for rank, i in enumerate(top)})
-        return scores, book.summary(2 if self.both_orders else 1)
+        record = book.summary(2 if self.both_orders else 1)
+        return scores, record if self.reasoning is None else {**record, **traced(book.traces)}
+
+    def _ask(self, query: Query, template: Template, forms: dict[str, list[str]],
+             orders: list[tuple[int, ...]], book: Sets) -> Steps:
+        """Each order's weights per position (one step, or think then answer with reasoning).
+
+        Numbers are read digit by digit (``read_number``) and give one vote; a set whose digits
+        have no probability gives none, so the parent (first of the set) wins, as in Rank-R1.
+        """
+        requests = [self._request(query, template, forms, order) for order in orders]
+        size = len(orders[0])
+        if self.labels == "numbers":
+            prompts, thoughts = [r.prompt for r in requests], None
+            if self.reasoning is not None:
+                thoughts, prompts = yield from think(prompts, self.reasoning, self.think_close(template))
+            numbers = yield from read_number(prompts, 1, size, forms)
+            book.prompts += len(orders)
+            book.prompt_tokens += sum(n.prompt_tokens for n in numbers)
+            book.unparsed += sum(n.fell_back for n in numbers)
+            weights = [[0.0] * size if n.fell_back else [float(p == n.value - 1) for p in range(size)]
+                       for n in numbers]
+            fallbacks = [n.fell_back for n in numbers]
+            answers: list[Any] = [n.value for n in numbers]
+        else:
+            replies, thoughts = yield from ask(requests, self.reasoning, self.think_close(template))
+            weights = [self._weights(a, size, forms, book) for a in replies]
+            fallbacks = [not any(w) or (isinstance(a, TokenLogprobs) and _unreadable(a)) for a, w in zip(replies, weights)]
+            answers = [LETTERS[max(range(size), key=lambda p: (w[p], -p))] for w in weights]
+        if thoughts is not None:
+            book.traces += [trace([query.candidates[i].docid for i in order], t, a, f)
+                            for order, t, a, f in zip(orders, thoughts, answers, fallbacks)]
+        return weights
 
     def identity(self) -> dict[str, Any]:
         # generate mode's answer length cannot change what logits mode reads
@@ -234,16 +282,22 @@ class SetwiseStage(LLMRerankStage):
             most = sum(windows)
             least = windows[0] + sum(1 for i in range(1, passes) if n - c - i < 0 or (n - c - i) % m)
         orders = 2 if self.both_orders else 1
-        return orders * least, orders * most
+        # per prompt: a think call with reasoning; with numbers, a second digit when c >= 10
+        # and a label from 10 up may be meant
+        thinking = 1 if self.reasoning is not None else 0
+        second = 1 if self.labels == "numbers" and self.set_size >= 10 else 0
+        return orders * least * (1 + thinking), orders * most * (1 + thinking + second)
 
     def prompts_known_in_advance(self) -> bool:
         return False  # each set holds the winners of earlier ones
 
     def _request(self, query: Query, template: Template, forms: dict[str, list[str]],
                  order: tuple[int, ...]) -> Request:
-        labels = LETTERS[: len(order)]
+        labels = LETTERS[: len(order)] if self.labels == "letters" else [str(k + 1) for k in range(len(order))]
         prompt = template.list_prompt(query.text, [query.candidates[i].text for i in order], list(labels),
                                       self.max_passage_tokens)
+        if self.labels == "numbers":
+            return NextToken(prompt, ())  # read digit by digit by ``read_number``
         if self.scoring == "logits":
             return NextToken(prompt, tuple(f for label in labels for f in forms[label]))
         return Generate(prompt, max_new_tokens=self.max_new_tokens)
@@ -259,11 +313,17 @@ class SetwiseStage(LLMRerankStage):
             return [p[label] for label in labels]
         assert isinstance(answer, Generated)
         book.generated_tokens += answer.new_tokens
+        book.think_blocks += bool(_THINK.search(answer.text))
         chosen = read_label(answer.text, size)
         if chosen is None:
             book.unparsed += 1
             return [0.0] * size
         return [float(p == chosen) for p in range(size)]
+
+
+def _unreadable(answer: TokenLogprobs) -> bool:
+    """No label had any probability: the set's parent stands (the neutral answer)."""
+    return not any(math.exp(v) > 0 for v in answer.logprobs.values())
 
 
 def _height(i: int, size: int, m: int) -> int:
@@ -316,3 +376,18 @@ def bubble_top(n: int, k: int, c: int, best: Best) -> Steps:
                 break
             start, end = start - (c - 1), end - (c - 1)
     return order[:k]
+
+
+class RankR1Stage(SetwiseStage):
+    """``method: rank-r1`` (Zhuang et al. 2025): setwise heap sort over sets of 20 numbered
+    passages (as trained), each set reasoned about up to 2,048 tokens, then the label read
+    from the digits after ``<answer>[``; a set whose answer cannot be read keeps its parent."""
+
+    method: Literal["rank-r1"] = Field(description="rank-r1: think, then pick the best of a set")  # type: ignore[assignment]
+    set_size: int = Field(20, ge=2, le=len(LETTERS), description="passages per prompt (Rank-R1: 20)")
+    labels: Literal["letters", "numbers"] = Field("numbers", description="Rank-R1 numbers its passages [1] ... [c]")
+    reasoning: Reasoning | None = Field(default_factory=lambda: Reasoning(max_tokens=2048), description=(
+        "the think budget per set (Rank-R1: 2048 tokens)"))
+
+    default_prompt: ClassVar = "rank-r1"
+    summary: ClassVar = "Rank-R1: setwise heap sort; reasons about each set, then names the best passage"

@@ -13,11 +13,14 @@ Three optional keys serve trained rerankers that must be prompted exactly as the
 ``raw: true`` sends ``user`` as the model's whole input (no chat template: the text carries its
 own special tokens), ``instruction`` is the default text of an ``{instruction}`` placeholder,
 and ``answers`` maps the method's answers to the exact tokens to read (e.g. ``yes: "yes"``)
-instead of every surface form.
+instead of every surface form. A reasoning preset's ``think_close`` is what closes the model's
+reasoning before ``answer_prefix`` (default ``"\n</think>\n\n"``; Rank1 reads its answer right
+after ``"\n</think>"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,7 @@ class Template:
     raw: bool = False
     instruction: str | None = None
     answers: dict[str, str] | None = None
+    think_close: str | None = None
 
     def prompt(self, query: str, passage: str, max_passage_tokens: int | None = None) -> Prompt:
         """The prompt for one pair: ``{passage}`` becomes a truncatable ``Passage`` part."""
@@ -82,6 +86,15 @@ class Template:
             self.item, {"id": identifier, "passage": Passage(passage, str(k), max_passage_tokens)})]
         parts = _fill(self.user, {"query": Probe(), "num": str(len(passages)), "passages": items})
         return Prompt(tuple(parts), self.system, self.answer_prefix, self.raw)
+
+    def instructed(self, instruction: str | None, stage: str) -> Template:
+        """The template with a stage's ``instruction`` in its ``{instruction}`` (None: its own)."""
+        if instruction is None:
+            return self
+        if "instruction" not in self.fields():
+            raise UserError(f"stage '{stage}': instruction is set, but the template "
+                            f"{self.source} has no {{instruction}} placeholder")
+        return dataclasses.replace(self, instruction=instruction)
 
     def fields(self) -> list[str]:
         """The placeholders of ``user``, in order."""
@@ -140,7 +153,8 @@ def _template_fields(path: Path, listwise: bool) -> dict[str, Any]:
     data, lines = load_yaml(path, "prompt template")
     if not isinstance(data, dict) or "user" not in data:
         raise UserError(f"{path}: a prompt template is a mapping with a 'user' string")
-    keys = {"user", "system", "answer_prefix", "instruction", "raw", "answers"} | ({"item"} if listwise else set())
+    keys = ({"user", "system", "answer_prefix", "instruction", "raw", "answers", "think_close"}
+            | ({"item"} if listwise else set()))
     unknown = sorted(set(map(str, data)) - keys)
     if unknown:
         raise UserError(f"{path}: unknown keys {unknown}; use {', '.join(sorted(keys))}")
@@ -192,4 +206,4 @@ def load_template(spec: str, base_dir: Path, required: set[str], allowed: set[st
                         f"this method fills only {', '.join('{' + a + '}' for a in sorted(allowed))}")
     return Template(str(spec), data["user"], data.get("system"), data.get("answer_prefix") or "",
                     text_digest(text), item, bool(data.get("raw", False)), data.get("instruction"),
-                    data.get("answers"))
+                    data.get("answers"), data.get("think_close"))

@@ -219,3 +219,34 @@ def test_gemma_attention_beyond_its_sliding_window_equals_brute_force(gemma_fold
             expected = brute_force_attention(eager, prefix + suffix, [len(prefix) + r for r in rows], len(prefix))
             assert answer.received[k] == pytest.approx(expected, abs=1e-4)
         assert answer.received[0][0] > 0  # beyond the window of most layers, not of the full ones
+
+
+def test_generation_ends_at_its_stop_string_and_counts_only_the_tokens_it_generated(tiny, tiny_eager):
+    prompt = relevance_prompt(PASSAGES[0])
+    free = tiny.answer([Generate(prompt, max_new_tokens=12)])[0]
+    assert len(free.text) > 6 and free.new_tokens == 12
+    stop = free.text[4:7]  # a piece of what the model writes (the random tiny model: "::::…")
+    stopped = tiny.answer([Generate(prompt, max_new_tokens=12, stop=(stop,))])[0]
+    assert stopped.stopped_by == stop and stopped.text == free.text[: free.text.index(stop)]
+    assert stopped.new_tokens < free.new_tokens  # generation ended there: no tokens past the stop
+    assert free.stopped_by is None
+
+
+def test_a_stop_in_one_request_does_not_end_another_in_the_same_batch(tiny):
+    prompt = relevance_prompt(PASSAGES[1])
+    free = tiny.answer([Generate(prompt, max_new_tokens=10)])[0]
+    stop = free.text[4:7]
+    both = tiny.answer([Generate(prompt, max_new_tokens=10, stop=(stop,)), Generate(prompt, max_new_tokens=10)])
+    assert both[0].stopped_by == stop and both[1] == free
+
+
+def test_sampled_generation_is_reproducible_by_seed_whatever_the_batch(tiny):
+    prompt = relevance_prompt(PASSAGES[0])
+    sampled = Generate(prompt, max_new_tokens=8, temperature=1.0, seed=7)
+    alone = tiny.answer([sampled])[0]
+    with_others = tiny.answer([Generate(relevance_prompt(PASSAGES[1]), max_new_tokens=8, temperature=1.0, seed=3),
+                               sampled])[1]
+    assert alone == with_others
+    greedy = tiny.answer([Generate(prompt, max_new_tokens=8)])[0]
+    assert any(tiny.answer([Generate(prompt, max_new_tokens=8, temperature=1.0, seed=s)])[0].text != greedy.text
+               for s in range(3))

@@ -162,3 +162,29 @@ def test_vllm_serve_answers_like_the_hf_backend(vllm_server, smollm_folder):
         assert list(a.logprobs.values() if isinstance(a.logprobs, dict) else a.logprobs) == pytest.approx(
             list(b.logprobs.values() if isinstance(b.logprobs, dict) else b.logprobs), abs=1e-2)
     assert ours[6].text.split()[0] == theirs[6].text.split()[0]
+
+
+def test_the_stop_string_that_ended_a_completion_is_reported(client):
+    backend = client()
+    free = backend.answer([Generate(Prompt.of("Say something."), max_new_tokens=10)])[0]
+    assert free.stopped_by is None and len(free.text) > 6
+    stop = free.text[4:7]
+    stopped = backend.answer([Generate(Prompt.of("Say something."), max_new_tokens=10, stop=(stop,))])[0]
+    assert stopped.stopped_by == stop and stopped.text == free.text[: free.text.index(stop)]
+
+
+def test_reasoning_a_server_split_off_is_put_back_in_front_of_the_text(client, server):
+    backend = client()
+    thinking = Generate(Prompt.of("Think about it.", thinking=True), max_new_tokens=8, reasoning_effort="low")
+    answering = Generate(Prompt.of("Answer."), max_new_tokens=8)
+    plain = backend.answer([thinking, answering])
+    server.split_reasoning = True
+    try:
+        split = backend.answer([thinking, answering])
+    finally:
+        server.split_reasoning = False
+    assert split[0].text == plain[0].text and split[0].new_tokens == plain[0].new_tokens
+    # outside a think block, the split-off reasoning comes back in its tags for the think guard
+    assert split[1].text == f"<think>{plain[1].text}</think>"
+    efforts = [body.get("reasoning_effort") for body in server.bodies[-2:]]
+    assert sorted(efforts, key=str) == ["low", None]  # only the think call asked for it

@@ -158,3 +158,37 @@ def test_the_common_cap_is_reported_when_passages_were_cut(tokenizer):
     rendered = renderer.render(prompt, reserve=10)
     assert rendered.cap > 0 and abs(rendered.cap - max(b - a for a, b in rendered.spans.values())) <= 1
     assert renderer.render(Prompt.of("Q: x\n", Passage("gamma"))).cap is None
+
+
+# DeepSeek-R1's distills: the generation prompt itself opens the think block, whatever the caller asks
+R1_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+def with_template(tokenizer, template: str):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path)
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def test_a_think_block_the_template_forces_open_is_closed_before_the_answer_slot(tokenizer):
+    tokenizer = with_template(tokenizer, R1_TEMPLATE)
+    text = tokenizer.decode(Renderer(tokenizer, 512).render(yes_no("Paris.")).ids)
+    assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\nAnswer:")
+
+
+@pytest.mark.parametrize("template", [THINKING_TEMPLATE, R1_TEMPLATE], ids=["qwen3", "r1-distill"])
+def test_a_reasoning_prompt_opens_exactly_one_think_block(tokenizer, template):
+    tokenizer = with_template(tokenizer, template)
+    prompt = Prompt.of("Which passage?", answer_prefix="So far.", thinking=True)
+    text = tokenizer.decode(Renderer(tokenizer, 512).render(prompt).ids)
+    assert text.endswith("<|im_start|>assistant\n<think>\nSo far.") and text.count("<think>") == 1
+
+
+def test_a_plain_or_raw_reasoning_prompt_opens_its_block_unless_the_text_did(tokenizer):
+    plain = Renderer(tokenizer, 512, chat=False)
+    assert tokenizer.decode(plain.render(Prompt.of("Q?", thinking=True)).ids).endswith("Q?<think>\n")
+    raw = Prompt.of("Query: q\n<think>", raw=True, thinking=True, answer_prefix="Hm.")
+    assert tokenizer.decode(plain.render(raw).ids) == "Query: q\n<think>Hm."

@@ -78,7 +78,7 @@ def test_query_likelihood_templates_must_not_show_the_query(tmp_path):
 
 
 def test_an_unknown_template_name_lists_the_shipped_ones(tmp_path):
-    shipped = "graded, groupwise, icr, insertrank, insertrank-first, listwise, listwise-first, pairwise, " \
-              "query-likelihood, qwen3-reranker, setwise, tourrank, yes-no"
+    shipped = "erank, graded, groupwise, icr, insertrank, insertrank-first, listwise, listwise-first, pairwise, " \
+              "query-likelihood, qwen3-reranker, rank-r1, rank1, reasonrank, setwise, tourrank, yes-no"
     with pytest.raises(UserError, match=f"shipped templates: {shipped}$"):
         stage_of(YesNoStage, "yes-no", prompt="yesno").template(tmp_path)

@@ -38,25 +38,6 @@ def exact(query: str, doc: str, instruction: str = DEFAULT) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_qwen3(smollm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Qwen3 with random weights (seed 0); SmolLM2's tokenizer with <think> and </think> added."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(smollm_folder)
-    tokenizer.add_tokens(["<think>", "</think>"])  # as in Qwen3's tokenizer: added, not special
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config).eval()
-    folder = tmp_path_factory.mktemp("tiny-qwen3")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tokenizer(tiny_qwen3):
     return transformers.AutoTokenizer.from_pretrained(tiny_qwen3)
 
