@@ -236,9 +236,10 @@ class LLMRerankStage(RerankStage):
         """(least, most) model calls for a query with ``n`` candidates (``rerank plan``).
 
         Equal bounds mean the count does not depend on the model's answers. Pointwise methods
-        ask once per candidate.
+        ask once per candidate, twice with reasoning (think, then answer).
         """
-        return n, n
+        calls = 2 * n if self.reasoning is not None else n
+        return calls, calls
 
     def planned_generations(self, n: int) -> int | None:
         """How many of a query's calls generate text, when that does not follow from

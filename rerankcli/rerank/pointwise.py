@@ -19,7 +19,6 @@ template, which the stage's ``instruction`` replaces.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -33,7 +32,7 @@ from rerankcli.llm.requests import Continuation, NextToken
 from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities
-from rerankcli.rerank.reasoning import ask, trace, traced
+from rerankcli.rerank.reasoning import ask, trace, traced, unreadable
 from rerankcli.rerank.templates import Template
 
 
@@ -119,17 +118,13 @@ class YesNoStage(LLMRerankStage):
         scores = {c.docid: answer_probabilities(a.logprobs, forms)["yes"] for c, a in zip(query.candidates, answers)}
         return scores, judgements(query, thoughts, answers, scores)
 
-    def planned_calls(self, n: int) -> tuple[int, int]:
-        calls = 2 * n if self.reasoning is not None else n  # think, then answer
-        return calls, calls
-
 
 def judgements(query: Query, thoughts: list | None, answers: list, scores: dict[str, float]) -> dict[str, Any]:
     """A pointwise query's record: nothing without reasoning; else each pair's trace. An answer
     whose tokens all have probability 0 fell back to the neutral score (0.5 for yes-no)."""
     if thoughts is None:
         return {}
-    return traced([trace([c.docid], t, round(scores[c.docid], 6), not any(math.exp(v) > 0 for v in a.logprobs.values()))
+    return traced([trace([c.docid], t, round(scores[c.docid], 6), unreadable(a))
                    for c, t, a in zip(query.candidates, thoughts, answers)])
 
 
@@ -168,10 +163,6 @@ class GradedStage(LLMRerankStage):
             probabilities = answer_probabilities(a.logprobs, forms)
             scores[c.docid] = sum(int(label) * p for label, p in probabilities.items())
         return scores, judgements(query, thoughts, answers, scores)
-
-    def planned_calls(self, n: int) -> tuple[int, int]:
-        calls = 2 * n if self.reasoning is not None else n  # think, then answer
-        return calls, calls
 
 
 class QueryLikelihoodStage(LLMRerankStage):

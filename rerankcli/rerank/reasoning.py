@@ -153,7 +153,7 @@ def read_number(prompts: list[Prompt], low: int, high: int, forms: dict[str, lis
         out = []
         for a in answers:
             p = _renormalised(a, {int(v): forms[v] for v in numbers_in_range})
-            out.append(_number(p, expected, _silent(a), a.prompt_tokens, low))
+            out.append(_number(p, expected, unreadable(a), a.prompt_tokens, low))
         return out
     starts = [d for d in range(10) if _can_start(d, low, high)]
     asked = tuple(f for d in starts for f in forms[str(d)])
@@ -183,7 +183,7 @@ def read_number(prompts: list[Prompt], low: int, high: int, forms: dict[str, lis
         if not expected:  # the second look was taken after the first digit only
             first = max(starts, key=lambda d: (p[d], -d))
             numbers = {v: q for v, q in numbers.items() if v == first or v >= 10 and v // 10 == first}
-        out.append(_number(numbers, expected, _silent(firsts[i]), firsts[i].prompt_tokens, low))
+        out.append(_number(numbers, expected, unreadable(firsts[i]), firsts[i].prompt_tokens, low))
     return out
 
 
@@ -198,8 +198,8 @@ def _number(p: dict[int, float], expected: bool, silent: bool, prompt_tokens: in
     return Number(value, p[value], False, prompt_tokens)
 
 
-def _silent(answer: Response) -> bool:
-    """Whether no asked token had any probability (the answer cannot be read)."""
+def unreadable(answer: Response) -> bool:
+    """Whether no asked token had any probability (the answer cannot be read: the neutral one stands)."""
     assert isinstance(answer, TokenLogprobs)
     return not any(math.exp(v) > 0 for v in answer.logprobs.values())
 

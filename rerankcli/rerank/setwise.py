@@ -40,7 +40,6 @@ with the window's top; here the winner is moved up and the others keep their ord
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -56,7 +55,7 @@ from rerankcli.llm.scheduler import Program
 from rerankcli.rerank.candidates import Query
 from rerankcli.rerank.llm_method import LLMRerankStage, Reranked, answer_probabilities, answer_repairs
 from rerankcli.rerank.pointwise import number_forms
-from rerankcli.rerank.reasoning import Reasoning, ask, read_number, think, trace, traced
+from rerankcli.rerank.reasoning import Reasoning, ask, read_number, think, trace, traced, unreadable
 from rerankcli.rerank.templates import Template, load_template
 
 #: the passage labels, as in llm-rankers ("Passage X", "Y", "Z" split into more tokens there)
@@ -234,7 +233,7 @@ class SetwiseStage(LLMRerankStage):
         else:
             replies, thoughts = yield from ask(requests, self.reasoning, self.think_close(template))
             weights = [self._weights(a, size, forms, book) for a in replies]
-            fallbacks = [not any(w) or (isinstance(a, TokenLogprobs) and _unreadable(a)) for a, w in zip(replies, weights)]
+            fallbacks = [not any(w) or (isinstance(a, TokenLogprobs) and unreadable(a)) for a, w in zip(replies, weights)]
             answers = [LETTERS[max(range(size), key=lambda p: (w[p], -p))] for w in weights]
         if thoughts is not None:
             book.traces += [trace([query.candidates[i].docid for i in order], t, a, f)
@@ -319,11 +318,6 @@ class SetwiseStage(LLMRerankStage):
             book.unparsed += 1
             return [0.0] * size
         return [float(p == chosen) for p in range(size)]
-
-
-def _unreadable(answer: TokenLogprobs) -> bool:
-    """No label had any probability: the set's parent stands (the neutral answer)."""
-    return not any(math.exp(v) > 0 for v in answer.logprobs.values())
 
 
 def _height(i: int, size: int, m: int) -> int:
