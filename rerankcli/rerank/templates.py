@@ -21,6 +21,7 @@ after ``"\n</think>"``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,9 +139,21 @@ def _template_path(spec: str, base_dir: Path) -> Path:
     except ValueError as exc:
         raise UserError(f"prompt {shown(spec)}: {exc}") from None
     if not path.exists():  # anything else that is no template (a folder, a FIFO, 1 GB) load_yaml names
-        names = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
-        raise UserError(f"prompt {shown(spec)}: no such template file ({path}); shipped templates: {names}")
+        raise UserError(f"prompt {shown(spec)}: no such template file ({path}); {_shipped_hint(spec)}")
     return path
+
+
+def _shipped_hint(spec: str) -> str:
+    """The shipped templates a mistyped name was probably meant as, or all of them.
+
+    Only the near names when there are some: the full list (seventeen and growing) made the
+    error line longer than a terminal's width twice over.
+    """
+    names = sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+    close = difflib.get_close_matches(Path(spec).stem, names, n=3, cutoff=0.7)
+    if close:
+        return "did you mean " + " or ".join(repr(name) for name in close) + "?"
+    return "shipped templates: " + " ".join(names)
 
 
 def _kind(value: Any) -> str:

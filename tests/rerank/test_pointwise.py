@@ -14,7 +14,7 @@ from rerankcli.core.runs import Run
 from rerankcli.evaluate.metrics import evaluate, parse_metric
 from rerankcli.rerank.candidates import Candidate, Query, merge
 from rerankcli.rerank.pointwise import GradedStage, QueryLikelihoodStage, YesNoStage
-from rerankcli.rerank.templates import load_template
+from rerankcli.rerank.templates import SHIPPED, load_template
 from tests.fake_llm import QrelsBackend, ideal, rerank_with, shuffled
 
 NDCG = parse_metric("ndcg@10")
@@ -77,8 +77,13 @@ def test_query_likelihood_templates_must_not_show_the_query(tmp_path):
         stage.template(tmp_path)
 
 
-def test_an_unknown_template_name_lists_the_shipped_ones(tmp_path):
-    shipped = "erank, graded, groupwise, icr, insertrank, insertrank-first, listwise, listwise-first, pairwise, " \
-              "query-likelihood, qwen3-reranker, rank-r1, rank1, reasonrank, setwise, tourrank, yes-no"
-    with pytest.raises(UserError, match=f"shipped templates: {shipped}$"):
+def test_a_mistyped_template_name_is_answered_with_the_shipped_one_it_resembles(tmp_path):
+    with pytest.raises(UserError, match=r"no such template file .*; did you mean 'yes-no'\?$"):
         stage_of(YesNoStage, "yes-no", prompt="yesno").template(tmp_path)
+
+
+def test_an_unknown_template_name_lists_the_shipped_ones(tmp_path):
+    shipped = " ".join(sorted(path.stem for path in SHIPPED.glob("*.yaml")))
+    assert "yes-no" in shipped and "rank1" in shipped
+    with pytest.raises(UserError, match=f"shipped templates: {shipped}$"):
+        stage_of(YesNoStage, "yes-no", prompt="zzz").template(tmp_path)
